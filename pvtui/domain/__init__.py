@@ -1,0 +1,1 @@
+"""Domain definitions: the YAML schema, its units, and loading with precise errors."""

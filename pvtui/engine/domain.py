@@ -1,0 +1,438 @@
+"""A paravirtual domain: one KVM VM, its memory, vCPU threads and accounting.
+
+This is the whole VMM for one domain and has no UI in it: ``pvtui run``
+drives it in the foreground and the daemon's per-domain monitors run the
+same class. Guest-facing behaviour is in :mod:`pvtui.engine.hypercalls`;
+this module builds the machine and implements the requests the engine (and
+the guest, through hypercalls) make of it.
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+import psutil
+
+from pvtui.engine import abi, layout
+from pvtui.engine.abi import ShutdownReason
+from pvtui.engine.accounting import HypercallAccounting
+from pvtui.engine.clock import sample_time_info
+from pvtui.engine.console import ConsoleBuffer
+from pvtui.engine.elf import KernelImage, load_kernel
+from pvtui.engine.hypercalls import HypercallHandler
+from pvtui.engine.kvm import Kvm
+from pvtui.engine.memory import GuestMemory
+from pvtui.engine.states import DomainState, valid_transition
+from pvtui.engine.vcpu import VcpuRunner, ensure_kick_handler
+from pvtui.errors import PvtuiError
+
+if TYPE_CHECKING:
+    from pvtui.domain.schema import DomainConfig
+
+MIB = 1 << 20
+#: Free RAM a kernel needs beyond its image and stacks to be worth booting.
+MIN_FREE_BYTES = 1 * MIB
+CLOCK_REFRESH_NS = 10_000_000_000
+_TERMINAL = (DomainState.SHUTDOWN, DomainState.CRASHED, DomainState.DYING, DomainState.DEAD)
+
+
+class DomainError(PvtuiError):
+    """A request the domain refuses; nothing was changed."""
+
+
+@functools.cache
+def open_kvm() -> Kvm:
+    """The process's one ``/dev/kvm`` handle."""
+    return Kvm()
+
+
+@dataclass(frozen=True)
+class DomainEvent:
+    kind: str  # "state" | "shutdown"
+    domain: str
+    state: DomainState
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class VcpuStats:
+    id: int
+    state: str
+    online: bool
+    cpu_time_s: float
+    hypercalls: int
+    affinity: list[int] | None
+
+
+@dataclass(frozen=True)
+class MemoryStats:
+    boot_bytes: int
+    present_bytes: int
+    max_bytes: int
+    target_bytes: int
+    held_bytes: int
+    guest_used_bytes: int
+    rss_bytes: int
+
+
+@dataclass(frozen=True)
+class DomainStats:
+    name: str
+    state: DomainState
+    uptime_s: float
+    vcpus: list[VcpuStats]
+    memory: MemoryStats
+    hypercalls_per_op: dict[str, int]
+    hypercalls_total: int
+    shutdown_reason: str | None = None
+    crash_reason: str | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Domain:
+    """Build with the constructor, then :meth:`start`; end with :meth:`destroy`."""
+
+    def __init__(self, config: DomainConfig, kernel_path: str, kvm: Kvm | None = None) -> None:
+        self.created_ns = time.monotonic_ns()
+        ensure_kick_handler()
+        self.config = config
+        self.name = config.name
+        self.max_vcpus = config.maxvcpus_or_vcpus
+        self.max_pages = config.maxmem_or_memory // layout.PAGE_SIZE
+        self.kernel = load_kernel(kernel_path, layout.KERNEL_MIN_ADDR)
+        self.stack_base = _align_up(self.kernel.end, layout.PAGE_SIZE)
+        self.first_free = _align_up(self.stack_base + self.max_vcpus * layout.VCPU_STACK_SIZE, layout.PAGE_SIZE)
+        if self.first_free + MIN_FREE_BYTES > config.memory:
+            raise DomainError(
+                f"Domain {self.name} has too little memory",
+                f"Its kernel and {self.max_vcpus} vCPU stacks need {self.first_free // MIB + 2} MiB; "
+                f"raise memory: above {config.memory // MIB} MiB.",
+            )
+        if config.maxmem_or_memory > layout.MAX_IDENTITY_MAPPED:
+            raise DomainError(
+                f"Domain {self.name} asks for too much memory",
+                f"maxmem is limited to {layout.MAX_IDENTITY_MAPPED // layout.GIB} GiB.",
+            )
+        self.accounting = HypercallAccounting()
+        self.console = ConsoleBuffer()
+        self.listeners: list[Callable[[DomainEvent], None]] = []
+        self.shutdown_reason: ShutdownReason | None = None
+        self.crash_reason: str | None = None
+        self.runners: dict[int, VcpuRunner] = {}
+        self._lock = threading.RLock()
+        self._state = DomainState.BUILDING
+        self._paused = False
+        self._last_state = DomainState.BUILDING
+        self._finished = threading.Event()
+        self._wanted_mask = (1 << config.vcpus) - 1
+        self.started_ns = 0
+
+        self.kvm = kvm or open_kvm()
+        self.vm = self.kvm.create_vm()
+        try:
+            self.memory = GuestMemory(self.vm, config.memory)
+            self._write_boot_structures(self.kernel)
+            self.shared = self.memory.view(layout.SHARED_INFO_ADDR, layout.PAGE_SIZE)
+            self.hypercalls = HypercallHandler(self)
+            self._tsc_khz = 0
+            for vcpu_id in range(config.vcpus):
+                self._create_vcpu(vcpu_id)
+        except BaseException:
+            self._release_resources()
+            raise
+
+    # --- building -------------------------------------------------------------
+    def _write_boot_structures(self, image: KernelImage) -> None:
+        mem = self.memory
+        for addr, table in layout.page_table_bytes(self.config.maxmem_or_memory).items():
+            mem.write(addr, table)
+        mem.write(layout.GDT_ADDR, layout.gdt_bytes())
+        for segment in image.segments:
+            if not mem.write(segment.paddr, segment.data) or not mem.check(segment.paddr, segment.memsz):
+                raise DomainError(
+                    f"Kernel of {self.name} does not fit",
+                    f"A segment at {segment.paddr:#x} ({segment.memsz} bytes) lies beyond memory; raise memory:.",
+                )
+        cmdline = self.config.kernel_cmdline().encode()
+        if len(cmdline) >= abi.START_INFO_CMDLINE_SIZE:
+            raise DomainError(f"Command line of {self.name} too long", "Shorten the workload settings.")
+        start_info = abi.START_INFO.pack(
+            abi.START_INFO_MAGIC, self.config.memory // layout.PAGE_SIZE, self.max_pages,
+            layout.SHARED_INFO_ADDR, self.first_free // layout.PAGE_SIZE, self.stack_base,
+            self.config.vcpus, self.max_vcpus, image.end,
+        )
+        mem.write(layout.START_INFO_ADDR, start_info)
+        mem.write(layout.START_INFO_ADDR + abi.START_INFO_CMDLINE_OFFSET, cmdline + b"\0")
+        shared = struct.pack(
+            "<QQQQII", 1, self._wanted_mask, self.config.memory // layout.PAGE_SIZE,
+            self.config.memory // layout.PAGE_SIZE, 0, 0,
+        )
+        mem.write(layout.SHARED_INFO_ADDR, shared)
+
+    def _create_vcpu(self, vcpu_id: int) -> VcpuRunner:
+        vcpu = self.vm.create_vcpu(vcpu_id)
+        vcpu.set_cpuid(self.kvm.supported_cpuid())
+        sregs = vcpu.get_sregs()
+        layout.apply_boot_sregs(sregs)
+        vcpu.set_sregs(sregs)
+        if not self._tsc_khz:
+            self._tsc_khz = vcpu.tsc_khz()
+        runner = VcpuRunner(self, vcpu)
+        runner.set_context(self.kernel.entry, self.stack_top(vcpu_id), layout.START_INFO_ADDR)
+        runner.affinity = self.config.vcpu_affinity(vcpu_id)
+        self.runners[vcpu_id] = runner
+        self._publish_clock(runner)
+        return runner
+
+    def stack_top(self, vcpu_id: int) -> int:
+        return self.stack_base + (vcpu_id + 1) * layout.VCPU_STACK_SIZE
+
+    def _publish_clock(self, runner: VcpuRunner) -> None:
+        offset = abi.SI_VCPU_INFO + runner.id * abi.VCPU_INFO_SIZE + abi.VI_TIME
+        view = self.shared[offset : offset + abi.VCPU_TIME_INFO.size]
+        version = struct.unpack_from("<I", view)[0]
+        view[0:4] = struct.pack("<I", (version + 1) | 1)  # odd: being updated
+        info = bytearray(sample_time_info(runner.vcpu, self._tsc_khz, (version + 2) & ~1))
+        view[4:] = info[4:]
+        view[0:4] = info[0:4]
+        runner._time_refreshed_ns = time.monotonic_ns()
+
+    def maybe_refresh_clock(self, runner: VcpuRunner) -> None:
+        """Re-pair TSC and clock now and then, so NTP slewing never drifts the guest."""
+        if time.monotonic_ns() - runner._time_refreshed_ns > CLOCK_REFRESH_NS:
+            self._publish_clock(runner)
+
+    # --- lifecycle ---------------------------------------------------------------
+    def start(self) -> None:
+        with self._lock:
+            self._transition(DomainState.RUNNING)
+            self.started_ns = time.monotonic_ns()
+            self.runners[0].start()
+
+    def _transition(self, target: DomainState) -> None:
+        if not valid_transition(self._state, target):
+            raise DomainError(
+                f"Domain {self.name} cannot go from {self._state.value} to {target.value}",
+                "Check the domain's state (pvtui list) and retry.",
+            )
+        self._state = target
+
+    @property
+    def state(self) -> DomainState:
+        if self._state is not DomainState.RUNNING:
+            return self._state
+        if self._paused:
+            return DomainState.PAUSED
+        up = [r for r in list(self.runners.values()) if r.is_up]
+        if up and all(r.state == "blocked" for r in up):
+            return DomainState.BLOCKED
+        return DomainState.RUNNING
+
+    def vcpu_state_changed(self) -> None:
+        state = self.state
+        if state is not self._last_state:
+            self._last_state = state
+            self._emit("state", state)
+
+    def _emit(self, kind: str, state: DomainState, detail: str = "") -> None:
+        event = DomainEvent(kind, self.name, state, detail)
+        for listener in list(self.listeners):
+            listener(event)
+
+    def guest_shutdown(self, reason: ShutdownReason, vcpu_id: int) -> None:
+        """The guest asked to shut down (sched_op shutdown): stop every vCPU."""
+        self._finish(DomainState.CRASHED if reason is ShutdownReason.crash else DomainState.SHUTDOWN,
+                     reason, f"guest {reason.name} from vCPU {vcpu_id}")
+
+    def guest_crashed(self, why: str) -> None:
+        self.crash_reason = why
+        self._finish(DomainState.CRASHED, ShutdownReason.crash, why)
+
+    def _finish(self, state: DomainState, reason: ShutdownReason, detail: str) -> None:
+        with self._lock:
+            if self._state in _TERMINAL or self._state is DomainState.BUILDING:
+                return
+            self._state = state
+            self._paused = False
+            self.shutdown_reason = reason
+            for runner in self.runners.values():
+                runner.stop()
+        self._finished.set()
+        self._emit("shutdown", state, detail)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the guest shut down or crashed."""
+        return self._finished.wait(timeout)
+
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set()
+
+    def pause(self) -> None:
+        with self._lock:
+            if self._state is not DomainState.RUNNING or self._paused:
+                raise DomainError(f"Domain {self.name} is {self.state.value}", "Only a running domain can be paused.")
+            self._paused = True
+            for runner in self.runners.values():
+                runner.pause()
+        for runner in list(self.runners.values()):
+            runner.wait_parked(2.0)
+        self.vcpu_state_changed()
+
+    def unpause(self) -> None:
+        with self._lock:
+            if not self._paused:
+                raise DomainError(f"Domain {self.name} is not paused", "Only a paused domain can be unpaused.")
+            self._paused = False
+            for runner in self.runners.values():
+                runner.unpause()
+        self.vcpu_state_changed()
+
+    def request_shutdown(self, reason: ShutdownReason = ShutdownReason.poweroff) -> None:
+        """Ask the guest to shut down through the shared-info page (it may ignore it)."""
+        if reason not in (ShutdownReason.poweroff, ShutdownReason.reboot):
+            raise DomainError("Unsupported shutdown request", "Ask for poweroff or reboot.")
+        with self._lock:
+            struct.pack_into("<I", self.shared, abi.SI_SHUTDOWN_REQUEST, reason + 1)
+            self._control_changed()
+
+    def destroy(self) -> None:
+        """Stop every vCPU at once and free the VM. Safe to call twice."""
+        with self._lock:
+            if self._state in (DomainState.DYING, DomainState.DEAD):
+                return
+            self._state = DomainState.DYING
+            runners = list(self.runners.values())
+            for runner in runners:
+                runner.stop()
+        self._finished.set()
+        for runner in runners:
+            runner.join(5.0)
+        self._release_resources()
+        self._state = DomainState.DEAD
+        self._emit("state", DomainState.DEAD)
+
+    def _release_resources(self) -> None:
+        for runner in self.runners.values():
+            if runner.thread is None or not runner.thread.is_alive():
+                runner.vcpu.close()
+        if hasattr(self, "shared"):
+            self.shared.release()
+        if hasattr(self, "memory"):
+            self.vm.close()
+            self.memory.close()
+        else:
+            self.vm.close()
+
+    # --- guest-facing requests (from hypercalls) --------------------------------
+    def pending_view(self, vcpu_id: int) -> memoryview:
+        offset = abi.SI_VCPU_INFO + vcpu_id * abi.VCPU_INFO_SIZE + abi.VI_EVTCHN_PENDING
+        return self.shared[offset : offset + 8].cast("Q")
+
+    def raise_event(self, vcpu_id: int, port: int) -> None:
+        with self._lock:
+            pending = self.pending_view(vcpu_id)
+            pending[0] |= 1 << port
+            pending.release()
+        runner = self.runners.get(vcpu_id)
+        if runner is not None:
+            runner.wake()
+
+    def _control_changed(self) -> None:
+        seq = struct.unpack_from("<Q", self.shared, abi.SI_CONTROL_SEQ)[0]
+        struct.pack_into("<Q", self.shared, abi.SI_CONTROL_SEQ, seq + 1)
+        for vcpu_id, runner in list(self.runners.items()):
+            if runner.is_up:
+                self.raise_event(vcpu_id, abi.PORT_CONTROL)
+
+    def vcpu_wanted(self, vcpu_id: int) -> bool:
+        return bool(self._wanted_mask >> vcpu_id & 1)
+
+    def vcpu_is_up(self, vcpu_id: int) -> bool:
+        runner = self.runners.get(vcpu_id)
+        return runner is not None and runner.is_up
+
+    def vcpu_up(self, vcpu_id: int) -> None:
+        with self._lock:
+            runner = self.runners.get(vcpu_id) or self._create_vcpu(vcpu_id)
+            runner.bring_up()
+
+    def vcpu_down(self, vcpu_id: int, by: VcpuRunner) -> None:
+        runner = self.runners.get(vcpu_id)
+        if runner is not None and runner.is_up:
+            runner.take_down()
+
+    def initialise_vcpu(self, vcpu_id: int, rip: int, rsp: int, rdi: int) -> None:
+        with self._lock:
+            runner = self.runners.get(vcpu_id) or self._create_vcpu(vcpu_id)
+            runner.set_context(rip, rsp or self.stack_top(vcpu_id), rdi or layout.START_INFO_ADDR)
+
+    # --- engine-side resource requests -----------------------------------------
+    def set_balloon_target(self, target_bytes: int) -> None:
+        """Ask the guest to hold ``target_bytes`` (it complies through memory_op)."""
+        floor = self.first_free + MIN_FREE_BYTES
+        if not floor <= target_bytes <= self.memory.size:
+            raise DomainError(
+                f"Memory target for {self.name} out of range",
+                f"Choose between {-(-floor // MIB)} MiB and {self.memory.size // MIB} MiB.",
+            )
+        with self._lock:
+            struct.pack_into("<Q", self.shared, abi.SI_BALLOON_TARGET_PAGES, target_bytes // layout.PAGE_SIZE)
+            self._control_changed()
+
+    @property
+    def balloon_target_bytes(self) -> int:
+        return struct.unpack_from("<Q", self.shared, abi.SI_BALLOON_TARGET_PAGES)[0] * layout.PAGE_SIZE
+
+    # --- measurement ------------------------------------------------------------
+    def vcpu_cpu_times(self) -> dict[int, float]:
+        """Host CPU seconds of each vCPU thread (user + system; guest time is in user)."""
+        threads = {t.id: t.user_time + t.system_time for t in psutil.Process().threads()}
+        return {
+            vcpu_id: threads.get(runner.native_id, 0.0) if runner.native_id else 0.0
+            for vcpu_id, runner in self.runners.items()
+        }
+
+    @property
+    def boot_ns(self) -> int | None:
+        """From the start of domain creation to the guest's first hypercall."""
+        first = self.accounting.ring[0] if self.accounting.ring else None
+        return first.time_ns - self.created_ns if first else None
+
+    def stats(self) -> DomainStats:
+        cpu = self.vcpu_cpu_times()
+        per_vcpu = self.accounting.per_vcpu()
+        vcpus = [
+            VcpuStats(
+                vcpu_id, runner.state, runner.is_up, cpu.get(vcpu_id, 0.0), per_vcpu.get(vcpu_id, 0),
+                sorted(runner.affinity) if runner.affinity else None,
+            )
+            for vcpu_id, runner in sorted(self.runners.items())
+        ]
+        alive = self._state not in (DomainState.DEAD,)
+        guest_used = struct.unpack_from("<Q", self.shared, abi.SI_GUEST_USED_PAGES)[0] if alive else 0
+        memory = MemoryStats(
+            boot_bytes=self.config.memory,
+            present_bytes=self.memory.size if alive else 0,
+            max_bytes=self.config.maxmem_or_memory,
+            target_bytes=self.balloon_target_bytes if alive else 0,
+            held_bytes=self.memory.held_pages * layout.PAGE_SIZE if alive else 0,
+            guest_used_bytes=guest_used * layout.PAGE_SIZE,
+            rss_bytes=self.memory.resident_bytes() if alive else 0,
+        )
+        per_op = self.accounting.per_op()
+        return DomainStats(
+            self.name, self.state,
+            (time.monotonic_ns() - self.started_ns) / 1e9 if self.started_ns else 0.0,
+            vcpus, memory, per_op, sum(per_op.values()),
+            self.shutdown_reason.name if self.shutdown_reason is not None else None, self.crash_reason,
+        )
+
+
+def _align_up(value: int, alignment: int) -> int:
+    return -(-value // alignment) * alignment

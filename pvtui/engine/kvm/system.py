@@ -1,0 +1,182 @@
+"""fd-owning wrappers for the KVM system, VM and vCPU file descriptors."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import mmap
+import os
+
+from pvtui.engine.kvm import ioctl as k
+from pvtui.engine.kvm.structs import (
+    KvmRegs,
+    KvmRun,
+    KvmSregs,
+    KvmUserspaceMemoryRegion,
+    kvm_cpuid2,
+    kvm_msrs,
+)
+from pvtui.errors import PvtuiError
+
+KVM_DEVICE = "/dev/kvm"
+
+
+class KvmUnavailable(PvtuiError):
+    """``/dev/kvm`` is missing, not permitted, or too old for pvtui."""
+
+
+class Kvm:
+    """The ``/dev/kvm`` system fd: capability checks and VM creation."""
+
+    def __init__(self, path: str = KVM_DEVICE) -> None:
+        try:
+            self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise KvmUnavailable(
+                "KVM is not available",
+                f"{path} does not exist. Load the KVM module (modprobe kvm_intel, kvm_amd "
+                "or kvm_pvm) or run pvtui on a host whose kernel has CONFIG_KVM enabled.",
+            ) from None
+        except PermissionError:
+            raise KvmUnavailable(
+                "KVM is not permitted",
+                f"You may not open {path}. Add yourself to its group "
+                f"(sudo usermod -aG kvm $USER, then log in again) or run as root.",
+            ) from None
+        version = fcntl.ioctl(self.fd, k.KVM_GET_API_VERSION, 0)
+        if version != k.KVM_API_VERSION:
+            os.close(self.fd)
+            raise KvmUnavailable(
+                "Unsupported KVM",
+                f"{path} speaks KVM API {version}; pvtui needs {k.KVM_API_VERSION}.",
+            )
+        for cap, name in ((k.KVM_CAP_SYNC_REGS, "SYNC_REGS"), (k.KVM_CAP_IMMEDIATE_EXIT, "IMMEDIATE_EXIT")):
+            if not self.check_extension(cap):
+                os.close(self.fd)
+                raise KvmUnavailable(
+                    "KVM is too old",
+                    f"{path} lacks KVM_CAP_{name}; use a host kernel of Linux 4.14 or newer.",
+                )
+        self.vcpu_mmap_size = fcntl.ioctl(self.fd, k.KVM_GET_VCPU_MMAP_SIZE, 0)
+        self._supported_cpuid: ctypes.Structure | None = None
+
+    def check_extension(self, cap: int) -> int:
+        return fcntl.ioctl(self.fd, k.KVM_CHECK_EXTENSION, cap)
+
+    @property
+    def max_vcpus(self) -> int:
+        return self.check_extension(k.KVM_CAP_MAX_VCPUS) or self.check_extension(k.KVM_CAP_NR_VCPUS)
+
+    def supported_cpuid(self) -> ctypes.Structure:
+        """The host's KVM-supported CPUID table, fetched once."""
+        if self._supported_cpuid is None:
+            nent = 128
+            while True:
+                cpuid = kvm_cpuid2(nent)
+                try:
+                    fcntl.ioctl(self.fd, k.KVM_GET_SUPPORTED_CPUID, cpuid)
+                except OSError as exc:
+                    if exc.errno == errno.E2BIG and nent < 4096:
+                        nent *= 2
+                        continue
+                    raise
+                self._supported_cpuid = cpuid
+                break
+        return self._supported_cpuid
+
+    def create_vm(self) -> Vm:
+        return Vm(self, fcntl.ioctl(self.fd, k.KVM_CREATE_VM, 0))
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class Vm:
+    """A KVM virtual machine fd."""
+
+    def __init__(self, kvm: Kvm, fd: int) -> None:
+        self.kvm = kvm
+        self.fd = fd
+        os.set_inheritable(fd, False)
+
+    def set_memory_region(self, slot: int, guest_phys_addr: int, size: int, host_addr: int) -> None:
+        """Map (size > 0) or remove (size == 0) a guest-physical memory slot."""
+        region = KvmUserspaceMemoryRegion(slot, 0, guest_phys_addr, size, host_addr)
+        fcntl.ioctl(self.fd, k.KVM_SET_USER_MEMORY_REGION, region)
+
+    def create_vcpu(self, vcpu_id: int) -> Vcpu:
+        return Vcpu(self, vcpu_id, fcntl.ioctl(self.fd, k.KVM_CREATE_VCPU, vcpu_id))
+
+    def stats_fd(self) -> int:
+        return fcntl.ioctl(self.fd, k.KVM_GET_STATS_FD, 0)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+MSR_IA32_TSC = 0x10
+
+
+class Vcpu:
+    """A KVM vCPU fd plus its mmapped ``kvm_run`` page with synced registers."""
+
+    def __init__(self, vm: Vm, vcpu_id: int, fd: int) -> None:
+        self.vm = vm
+        self.id = vcpu_id
+        self.fd = fd
+        os.set_inheritable(fd, False)
+        self._run_map = mmap.mmap(fd, vm.kvm.vcpu_mmap_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self.run = KvmRun.from_buffer(self._run_map)
+        # Ask KVM to copy the general registers into kvm_run on every exit, so
+        # a hypercall needs no KVM_GET_REGS/KVM_SET_REGS (≈8 µs each here).
+        self.run.kvm_valid_regs = k.KVM_SYNC_X86_REGS
+
+    def io_data(self) -> int:
+        """The 32-bit value of an ``out`` exit (the hypercall number)."""
+        return int.from_bytes(self._run_map[self.run.exit.io.data_offset : self.run.exit.io.data_offset + 4], "little")
+
+    def get_regs(self) -> KvmRegs:
+        regs = KvmRegs()
+        fcntl.ioctl(self.fd, k.KVM_GET_REGS, regs)
+        return regs
+
+    def set_regs(self, regs: KvmRegs) -> None:
+        fcntl.ioctl(self.fd, k.KVM_SET_REGS, regs)
+
+    def get_sregs(self) -> KvmSregs:
+        sregs = KvmSregs()
+        fcntl.ioctl(self.fd, k.KVM_GET_SREGS, sregs)
+        return sregs
+
+    def set_sregs(self, sregs: KvmSregs) -> None:
+        fcntl.ioctl(self.fd, k.KVM_SET_SREGS, sregs)
+
+    def set_cpuid(self, cpuid: ctypes.Structure) -> None:
+        fcntl.ioctl(self.fd, k.KVM_SET_CPUID2, cpuid)
+
+    def tsc_khz(self) -> int:
+        return fcntl.ioctl(self.fd, k.KVM_GET_TSC_KHZ, 0)
+
+    def read_tsc(self) -> int:
+        msrs = kvm_msrs([MSR_IA32_TSC])
+        fcntl.ioctl(self.fd, k.KVM_GET_MSRS, msrs)
+        return int(msrs.entries[0].data)
+
+    def kvm_run(self) -> None:
+        """Enter the guest; returns at the next exit (raises InterruptedError on a kick)."""
+        fcntl.ioctl(self.fd, k.KVM_RUN, 0)
+
+    def stats_fd(self) -> int:
+        return fcntl.ioctl(self.fd, k.KVM_GET_STATS_FD, 0)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            del self.run
+            self._run_map.close()
+            os.close(self.fd)
+            self.fd = -1

@@ -1,0 +1,198 @@
+"""Guest RAM: anonymous mappings registered with KVM as memory slots.
+
+Every guest-supplied address goes through :meth:`GuestMemory.check` (or the
+read/write helpers built on it) before the engine touches it, so a bad
+pointer becomes ``-EFAULT`` and never an exception in a vCPU thread.
+
+The balloon is real: released frames are ``madvise(MADV_DONTNEED)``-ed, so
+the host RSS falls, and repopulated frames are pre-faulted with
+``MADV_POPULATE_WRITE`` so it rises again.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import threading
+from dataclasses import dataclass
+
+from pvtui.engine.kvm import Vm
+from pvtui.engine.layout import LARGE_PAGE_SIZE, PAGE_SHIFT, PAGE_SIZE
+
+MADV_POPULATE_WRITE = 23
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+
+
+@dataclass
+class Slot:
+    index: int
+    gpa: int
+    size: int
+    mapping: mmap.mmap
+    host_addr: int
+    view: memoryview
+
+    @property
+    def end(self) -> int:
+        return self.gpa + self.size
+
+
+class GuestMemory:
+    """The domain's guest-physical RAM and its balloon bookkeeping."""
+
+    def __init__(self, vm: Vm, boot_bytes: int) -> None:
+        self.vm = vm
+        self.slots: list[Slot] = []
+        self._lock = threading.Lock()
+        # One byte per frame: 1 = released to the host by the balloon.
+        self._released = bytearray()
+        self._released_count = 0
+        self.add_slot(boot_bytes, populated=True)
+
+    # --- layout -----------------------------------------------------------
+    @property
+    def size(self) -> int:
+        """Bytes of guest-physical RAM present now (boot size plus hot-added)."""
+        return self.slots[-1].end if self.slots else 0
+
+    @property
+    def pages(self) -> int:
+        return self.size >> PAGE_SHIFT
+
+    def add_slot(self, size: int, populated: bool) -> Slot:
+        """Append ``size`` bytes of RAM after the current end (a new KVM slot)."""
+        mapping = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0))
+        # 2 MiB backing lets the (shadow) MMU map large pages: first touch is
+        # several times faster and balloon releases free whole huge pages.
+        mapping.madvise(mmap.MADV_HUGEPAGE)
+        view = memoryview(mapping)
+        host_addr = ctypes.addressof(ctypes.c_char.from_buffer(mapping))
+        slot = Slot(len(self.slots), self.size, size, mapping, host_addr, view)
+        self.vm.set_memory_region(slot.index, slot.gpa, size, host_addr)
+        with self._lock:
+            self.slots.append(slot)
+            frames = size >> PAGE_SHIFT
+            self._released.extend((b"\0" if populated else b"\1") * frames)
+            if not populated:
+                self._released_count += frames
+        return slot
+
+    # --- bounds-checked access -------------------------------------------
+    def _slot_for(self, gpa: int, length: int) -> Slot | None:
+        if gpa < 0 or length < 0:
+            return None
+        for slot in self.slots:
+            if slot.gpa <= gpa and gpa + length <= slot.end:
+                return slot
+        return None
+
+    def check(self, gpa: int, length: int) -> bool:
+        return self._slot_for(gpa, length) is not None
+
+    def read(self, gpa: int, length: int) -> bytes | None:
+        """Bytes at ``gpa``, or None if any part lies outside guest RAM."""
+        slot = self._slot_for(gpa, length)
+        if slot is None:
+            return None
+        offset = gpa - slot.gpa
+        return slot.view[offset : offset + length].tobytes()
+
+    def write(self, gpa: int, data: bytes) -> bool:
+        slot = self._slot_for(gpa, len(data))
+        if slot is None:
+            return False
+        offset = gpa - slot.gpa
+        slot.view[offset : offset + len(data)] = data
+        return True
+
+    def view(self, gpa: int, length: int) -> memoryview:
+        """A writable view for engine-owned structures (start-info, shared-info)."""
+        slot = self._slot_for(gpa, length)
+        if slot is None:
+            raise ValueError(f"{gpa:#x}+{length:#x} is outside guest memory")
+        offset = gpa - slot.gpa
+        return slot.view[offset : offset + length]
+
+    # --- balloon ---------------------------------------------------------
+    def frames_valid(self, first_frames: list[int], order: int) -> bool:
+        """True when every extent is aligned to its order and inside guest RAM."""
+        span = 1 << order
+        pages = self.pages
+        return all(f % span == 0 and 0 <= f and f + span <= pages for f in first_frames)
+
+    def release(self, first_frames: list[int], order: int) -> None:
+        """Give extents back to the host (validated by :meth:`frames_valid` first)."""
+        for start, count in self._runs(first_frames, order):
+            with self._lock:
+                self._released_count += count - self._released[start : start + count].count(1)
+                self._released[start : start + count] = b"\1" * count
+            self._madvise_frames(start, count, mmap.MADV_DONTNEED)
+
+    def populate(self, first_frames: list[int], order: int) -> None:
+        """Back extents with host memory again (pre-faulted, so RSS really rises)."""
+        for start, count in self._runs(first_frames, order):
+            with self._lock:
+                self._released_count -= self._released[start : start + count].count(1)
+                self._released[start : start + count] = b"\0" * count
+            self._madvise_frames(start, count, MADV_POPULATE_WRITE)
+
+    @staticmethod
+    def _runs(first_frames: list[int], order: int) -> list[tuple[int, int]]:
+        """Coalesce extents into (first frame, frame count) runs: one madvise each."""
+        span = 1 << order
+        runs: list[tuple[int, int]] = []
+        for frame in sorted(first_frames):
+            if runs and runs[-1][0] + runs[-1][1] == frame:
+                runs[-1] = (runs[-1][0], runs[-1][1] + span)
+            elif runs and runs[-1][0] <= frame < runs[-1][0] + runs[-1][1]:
+                continue
+            else:
+                runs.append((frame, span))
+        return runs
+
+    def _madvise_frames(self, first_frame: int, count: int, advice: int) -> None:
+        start = first_frame << PAGE_SHIFT
+        end = start + (count << PAGE_SHIFT)
+        for slot in self.slots:
+            lo, hi = max(start, slot.gpa), min(end, slot.end)
+            if lo < hi:
+                try:
+                    slot.mapping.madvise(advice, lo - slot.gpa, hi - lo)
+                except OSError:
+                    # MADV_POPULATE_WRITE needs Linux 5.14; without it the
+                    # frames are backed on the guest's first touch instead.
+                    if advice != MADV_POPULATE_WRITE:
+                        raise
+
+    @property
+    def held_pages(self) -> int:
+        """Frames the guest holds: present RAM minus what the balloon released."""
+        return self.pages - self._released_count
+
+    # --- measurement ------------------------------------------------------
+    def resident_bytes(self) -> int:
+        """Host RSS of guest RAM, measured page by page with mincore(2)."""
+        total = 0
+        for slot in self.slots:
+            pages = slot.size // PAGE_SIZE
+            vec = (ctypes.c_ubyte * pages)()
+            if _libc.mincore(slot.host_addr, slot.size, vec) != 0:
+                raise OSError(ctypes.get_errno(), "mincore failed")
+            total += pages - bytes(vec).count(0)
+        return total * PAGE_SIZE
+
+    def close(self) -> None:
+        for slot in self.slots:
+            slot.view.release()
+        # The ctypes address probes keep buffer exports alive until collected;
+        # dropping the last references lets the mappings close.
+        slots, self.slots = self.slots, []
+        for slot in slots:
+            try:
+                slot.mapping.close()
+            except BufferError:
+                pass
+
+
+__all__ = ["GuestMemory", "LARGE_PAGE_SIZE", "Slot"]

@@ -1,0 +1,1 @@
+"""The bundled paravirtual guest kernel: C sources and their build."""

@@ -1,0 +1,35 @@
+"""Build hook: compile the bundled guest kernel with the system C compiler.
+
+Everything else about the package lives in pyproject.toml. The kernel is
+built from pvtui/guest/src into the package (next to the sources in an
+editable install), with a digest of the sources so a stale build is never
+used.
+"""
+
+import importlib.util
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+ROOT = Path(__file__).parent
+
+
+def _load_guest_build():
+    spec = importlib.util.spec_from_file_location("_pvtui_guest_build", ROOT / "pvtui" / "guest" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class BuildWithKernel(build_py):
+    def run(self):
+        super().run()
+        guest = _load_guest_build()
+        target_dir = ROOT / "pvtui" / "guest" if self.editable_mode else Path(self.build_lib) / "pvtui" / "guest"
+        kernel = guest.build_kernel(target_dir / guest.KERNEL_NAME, ROOT / "pvtui" / "guest" / "src")
+        (target_dir / (guest.KERNEL_NAME + ".digest")).write_text(guest.sources_digest(ROOT / "pvtui" / "guest" / "src"))
+        print(f"built guest kernel {kernel}")
+
+
+setup(cmdclass={"build_py": BuildWithKernel})
