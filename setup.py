@@ -7,12 +7,14 @@ used.
 """
 
 import importlib.util
+import sys
 from pathlib import Path
 
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).parent
+sys.path.insert(0, str(ROOT))  # guest/build.py imports pvtui.errors
 
 
 def _load_guest_build():

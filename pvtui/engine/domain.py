@@ -393,10 +393,13 @@ class Domain:
     def vcpu_cpu_times(self) -> dict[int, float]:
         """Host CPU seconds of each vCPU thread (user + system; guest time is in user)."""
         threads = {t.id: t.user_time + t.system_time for t in psutil.Process().threads()}
-        return {
-            vcpu_id: threads.get(runner.native_id, 0.0) if runner.native_id else 0.0
-            for vcpu_id, runner in self.runners.items()
-        }
+        times = {}
+        for vcpu_id, runner in self.runners.items():
+            if runner.final_cpu_time_s is not None:
+                times[vcpu_id] = runner.final_cpu_time_s
+            else:
+                times[vcpu_id] = threads.get(runner.native_id, 0.0) if runner.native_id else 0.0
+        return times
 
     @property
     def boot_ns(self) -> int | None:

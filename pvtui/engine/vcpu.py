@@ -67,6 +67,8 @@ class VcpuRunner:
         self._offline = False
         self._stop = False
         self._time_refreshed_ns = 0
+        #: The thread's own CPU seconds when it ended (psutil only sees live threads).
+        self.final_cpu_time_s: float | None = None
 
     # --- engine side --------------------------------------------------------
     def start(self) -> None:
@@ -230,6 +232,7 @@ class VcpuRunner:
         except Exception:  # an engine bug must not leave a silent zombie domain
             self.domain.guest_crashed(f"vCPU {self.id}: engine error\n{traceback.format_exc()}")
         finally:
+            self.final_cpu_time_s = time.thread_time()
             with self.cond:
                 self.state = "stopped"
                 self.cond.notify_all()

@@ -1,0 +1,5 @@
+import sys
+
+from pvtui.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,96 @@
+"""``pvtui`` command line: one verb per action, each a thin layer over the engine.
+
+Verbs import what they need lazily, so ``pvtui check`` never pays for the
+engine and no verb pays for the UI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from pvtui import __version__
+from pvtui.errors import PvtuiError
+
+EXIT_OK = 0
+EXIT_GUEST_CRASHED = 1
+EXIT_INVALID = 2
+EXIT_ENGINE = 3
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pvtui.cli.run import run_foreground
+
+    return run_foreground(args.file, shutdown_timeout=args.timeout, summary=not args.no_summary)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from pvtui.domain.loader import DomainFileError, load_domain_file
+
+    failed = False
+    for path in args.files:
+        try:
+            config = load_domain_file(path)
+        except DomainFileError as exc:
+            failed = True
+            for problem in exc.problems:
+                print(problem, file=sys.stderr)
+        else:
+            if not args.quiet:
+                print(f"{path}: ok ({config.name}, {config.vcpus} vCPU, workload {config.workload.type})")
+    return EXIT_INVALID if failed else EXIT_OK
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from pvtui.domain.schema import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pvtui", description="Run and manage paravirtual domains on KVM."
+    )
+    parser.add_argument("--version", action="version", version=f"pvtui {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+
+    def verb(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    run = verb("run", _cmd_run, "Run one domain in the foreground, its console on stdout.")
+    run.add_argument("file", help="domain definition (YAML)")
+    run.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                     help="after Ctrl-C, how long the guest may take to shut down before it is destroyed")
+    run.add_argument("--no-summary", action="store_true", help="do not print the hypercall and CPU summary at exit")
+
+    check = verb("check", _cmd_check, "Validate domain definitions; exit non-zero on any error.")
+    check.add_argument("files", nargs="+", metavar="FILE")
+    check.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+
+    verb("schema", _cmd_schema, "Print the JSON Schema of domain files.")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_OK
+    try:
+        return args.handler(args)
+    except PvtuiError as exc:
+        print(f"pvtui: {exc.title}\n  {exc.message}".replace("\n", "\n  ").replace("\n  \n", "\n\n"), file=sys.stderr)
+        return EXIT_ENGINE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""``pvtui run FILE``: one domain in the foreground, like ``xl create -c`` without a daemon.
+
+The console goes to stdout as the guest writes it. Ctrl-C (or SIGTERM)
+asks the guest to power off through the shared-info page and destroys it
+if it has not finished within the timeout; a second Ctrl-C destroys it at
+once. ``on_poweroff`` / ``on_reboot`` / ``on_crash`` decide what happens
+when the guest stops by itself. The summary goes to stderr.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from collections import deque
+
+from pvtui.cli.main import EXIT_GUEST_CRASHED, EXIT_INVALID, EXIT_OK
+from pvtui.domain.loader import DomainFileError, load_domain_file
+from pvtui.domain.schema import DomainConfig
+from pvtui.engine.abi import ShutdownReason
+from pvtui.engine.domain import Domain, DomainStats
+from pvtui.errors import PvtuiError
+
+#: More restarts than this within RESTART_WINDOW_S means a crash loop: stop.
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 10.0
+
+
+def _say(message: str) -> None:
+    print(f"pvtui: {message}", file=sys.stderr, flush=True)
+
+
+class _Interrupts:
+    """Counts SIGINT/SIGTERM; the main thread polls it between waits."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first_at = 0.0
+        self.event = threading.Event()
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.count += 1
+        if self.count == 1:
+            self.first_at = time.monotonic()
+        self.event.set()
+
+
+def action_for(config: DomainConfig, reason: ShutdownReason) -> str:
+    """The configured on_* action for a shutdown reason (suspend: no save/restore, so destroy)."""
+    return {
+        ShutdownReason.poweroff: config.on_poweroff,
+        ShutdownReason.reboot: config.on_reboot,
+        ShutdownReason.crash: config.on_crash,
+    }.get(reason, "destroy")
+
+
+def run_foreground(path: str, shutdown_timeout: float = 10.0, summary: bool = True) -> int:
+    try:
+        config = load_domain_file(path)
+    except DomainFileError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_INVALID
+    from pvtui.guest.build import bundled_kernel
+
+    kernel = config.kernel or str(bundled_kernel())
+    interrupts = _Interrupts()
+    previous = {sig: signal.signal(sig, interrupts) for sig in (signal.SIGINT, signal.SIGTERM)}
+    restarts: deque[float] = deque(maxlen=MAX_RESTARTS)
+    out = sys.stdout.buffer
+    try:
+        while True:
+            domain = Domain(config, kernel)
+            domain.console.followers.append(lambda data: (out.write(data), out.flush()))
+            domain.listeners.append(lambda event: interrupts.event.set() if event.kind == "shutdown" else None)
+            domain.start()
+            outcome = _supervise(domain, interrupts, shutdown_timeout)
+            if outcome == "restart":
+                now = time.monotonic()
+                restarts.append(now)
+                if len(restarts) == MAX_RESTARTS and now - restarts[0] < RESTART_WINDOW_S:
+                    _say(f"{config.name} restarted {MAX_RESTARTS} times in {RESTART_WINDOW_S:.0f}s; giving up")
+                    _finish(domain, summary)
+                    return EXIT_GUEST_CRASHED
+                _finish(domain, summary)
+                _say(f"restarting {config.name}")
+                continue
+            code = EXIT_GUEST_CRASHED if outcome == "crashed" else EXIT_OK
+            _finish(domain, summary)
+            return code
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _supervise(domain: Domain, interrupts: _Interrupts, shutdown_timeout: float) -> str:
+    """Wait for the domain to end; returns "done", "crashed" or "restart"."""
+    config = domain.config
+    asked = False
+    preserved = False
+    while True:
+        interrupts.event.wait(0.5)
+        interrupts.event.clear()
+        if interrupts.count >= 2 or (asked and time.monotonic() - interrupts.first_at > shutdown_timeout):
+            if not domain.finished:
+                _say(f"destroying {config.name}")
+            return "done"
+        if interrupts.count == 1 and not asked:
+            asked = True
+            if preserved:
+                return "crashed" if domain.shutdown_reason is ShutdownReason.crash else "done"
+            if not domain.finished:
+                _say(f"asking {config.name} to shut down (Ctrl-C again to destroy it now)")
+                domain.request_shutdown(ShutdownReason.poweroff)
+        if domain.finished and not preserved:
+            reason = domain.shutdown_reason if domain.shutdown_reason is not None else ShutdownReason.crash
+            crashed = reason is ShutdownReason.crash
+            if crashed:
+                _say(f"{config.name} crashed: {domain.crash_reason or 'the guest reported a crash'}")
+            else:
+                _say(f"{config.name} shut down ({reason.name})")
+            if asked:
+                return "crashed" if crashed else "done"
+            action = action_for(config, reason)
+            if action == "restart":
+                return "restart"
+            if action == "preserve":
+                preserved = True
+                _say(f"{config.name} preserved in state {domain.state.value}; Ctrl-C destroys it")
+                continue
+            return "crashed" if crashed else "done"
+
+
+def _finish(domain: Domain, summary: bool) -> None:
+    stats = domain.stats() if domain.state.value != "dead" else None
+    domain.destroy()
+    if summary and stats is not None:
+        print(format_summary(stats), file=sys.stderr, flush=True)
+
+
+def format_summary(stats: DomainStats) -> str:
+    lines = [f"--- {stats.name}: {stats.state.value} after {stats.uptime_s:.2f}s ---", "hypercalls:"]
+    width = max((len(op) for op in stats.hypercalls_per_op), default=8)
+    for op, count in sorted(stats.hypercalls_per_op.items(), key=lambda item: -item[1]):
+        rate = count / stats.uptime_s if stats.uptime_s else 0.0
+        lines.append(f"  {op:<{width}}  {count:>10}  {rate:>10.1f}/s")
+    lines.append(f"  {'total':<{width}}  {stats.hypercalls_total:>10}")
+    lines.append("vCPU CPU time:")
+    for vcpu in stats.vcpus:
+        lines.append(f"  vcpu{vcpu.id:<3} {vcpu.cpu_time_s:>9.3f}s  ({vcpu.hypercalls} hypercalls)")
+    return "\n".join(lines)
+
+
+__all__ = ["PvtuiError", "action_for", "format_summary", "run_foreground"]
