@@ -385,6 +385,34 @@ class Domain:
             struct.pack_into("<Q", self.shared, abi.SI_BALLOON_TARGET_PAGES, target_bytes // layout.PAGE_SIZE)
             self._control_changed()
 
+    def set_online_vcpus(self, count: int, unplug_timeout: float = 2.0) -> None:
+        """Ask for ``count`` online vCPUs: the guest brings new ones up itself; unplugged
+        ones are given ``unplug_timeout`` seconds to go down through vcpu_op, then forced."""
+        if not 1 <= count <= self.max_vcpus:
+            raise DomainError(
+                f"Cannot give {self.name} {count} vCPUs",
+                f"Choose between 1 and maxvcpus ({self.max_vcpus}); raise maxvcpus: in its definition for more.",
+            )
+        with self._lock:
+            if self._state is not DomainState.RUNNING:
+                raise DomainError(f"Domain {self.name} is {self._state.value}", "Only a running domain takes vCPUs.")
+            self._wanted_mask = (1 << count) - 1
+            struct.pack_into("<Q", self.shared, abi.SI_VCPU_ONLINE_MASK, self._wanted_mask)
+            self._control_changed()
+            leaving = [r for vcpu_id, r in self.runners.items() if vcpu_id >= count and r.is_up]
+            for runner in leaving:
+                self.raise_event(runner.id, abi.PORT_CONTROL)
+        deadline = time.monotonic() + unplug_timeout
+        for runner in leaving:
+            while runner.is_up and time.monotonic() < deadline:
+                time.sleep(0.002)
+            if runner.is_up and not self.vcpu_wanted(runner.id):
+                runner.take_down()
+
+    @property
+    def online_vcpus(self) -> int:
+        return sum(1 for r in list(self.runners.values()) if r.is_up)
+
     @property
     def balloon_target_bytes(self) -> int:
         return struct.unpack_from("<Q", self.shared, abi.SI_BALLOON_TARGET_PAGES)[0] * layout.PAGE_SIZE
