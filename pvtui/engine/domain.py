@@ -10,6 +10,7 @@ the guest, through hypercalls) make of it.
 from __future__ import annotations
 
 import functools
+import os
 import struct
 import threading
 import time
@@ -26,6 +27,7 @@ from pvtui.engine.console import ConsoleBuffer
 from pvtui.engine.elf import KernelImage, load_kernel
 from pvtui.engine.hypercalls import HypercallHandler
 from pvtui.engine.kvm import Kvm
+from pvtui.engine.kvm.system import KVM_DEVICE
 from pvtui.engine.memory import GuestMemory
 from pvtui.engine.states import DomainState, valid_transition
 from pvtui.engine.vcpu import VcpuRunner, ensure_kick_handler
@@ -47,8 +49,8 @@ class DomainError(PvtuiError):
 
 @functools.cache
 def open_kvm() -> Kvm:
-    """The process's one ``/dev/kvm`` handle."""
-    return Kvm()
+    """The process's one KVM handle (``$PVTUI_KVM_DEVICE`` overrides ``/dev/kvm``)."""
+    return Kvm(os.environ.get("PVTUI_KVM_DEVICE", KVM_DEVICE))
 
 
 @dataclass(frozen=True)
