@@ -30,7 +30,9 @@ class BuildWithKernel(build_py):
         guest = _load_guest_build()
         target_dir = ROOT / "pvtui" / "guest" if self.editable_mode else Path(self.build_lib) / "pvtui" / "guest"
         kernel = guest.build_kernel(target_dir / guest.KERNEL_NAME, ROOT / "pvtui" / "guest" / "src")
-        (target_dir / (guest.KERNEL_NAME + ".digest")).write_text(guest.sources_digest(ROOT / "pvtui" / "guest" / "src"))
+        (target_dir / (guest.KERNEL_NAME + ".digest")).write_text(
+            guest.sources_digest(ROOT / "pvtui" / "guest" / "src")
+        )
         print(f"built guest kernel {kernel}")
 
 

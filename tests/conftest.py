@@ -79,9 +79,21 @@ def build_custom_kernel(tmp_path: Path, c_source: str) -> Path:
     src.write_text(c_source)
     out = tmp_path / "tiny.elf"
     cmd = [
-        "gcc", "-O2", "-ffreestanding", "-fno-pic", "-fno-pie", "-fno-stack-protector", "-nostdlib", "-static",
-        "-no-pie", f"-Wl,-T,{SOURCE_DIR / 'kernel.ld'}", "-Wl,--build-id=none", f"-I{SOURCE_DIR}",
-        "-o", str(out), str(src),
+        "gcc",
+        "-O2",
+        "-ffreestanding",
+        "-fno-pic",
+        "-fno-pie",
+        "-fno-stack-protector",
+        "-nostdlib",
+        "-static",
+        "-no-pie",
+        f"-Wl,-T,{SOURCE_DIR / 'kernel.ld'}",
+        "-Wl,--build-id=none",
+        f"-I{SOURCE_DIR}",
+        "-o",
+        str(out),
+        str(src),
     ]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     return out

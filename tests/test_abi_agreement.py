@@ -58,7 +58,10 @@ def test_limits_and_layouts(header):
     assert header["PV_MAX_EXTENT_ORDER"] == abi.MAX_EXTENT_ORDER
     assert header["DOMID_SELF"] == abi.DOMID_SELF
     assert header["PV_HYPERCALL_PORT"] == abi.HYPERCALL_PORT
-    assert (header["PV_ABI_VERSION_MAJOR"], header["PV_ABI_VERSION_MINOR"]) == (abi.ABI_VERSION_MAJOR, abi.ABI_VERSION_MINOR)
+    assert (header["PV_ABI_VERSION_MAJOR"], header["PV_ABI_VERSION_MINOR"]) == (
+        abi.ABI_VERSION_MAJOR,
+        abi.ABI_VERSION_MINOR,
+    )
     assert header["PV_VCPU_STACK_SIZE"] == layout.VCPU_STACK_SIZE
     assert header["sizeof(struct pv_memory_reservation)"] == abi.MEMORY_RESERVATION.size == 24
     assert header["sizeof(struct pv_multicall_entry)"] == abi.MULTICALL_ENTRY.size == 64

@@ -17,7 +17,10 @@ BAD_FILES = [
     ("name: a\nvcpus: 64\n", "2:8: vcpus: 64 is out of range; it must be at most 32"),
     ("name: a\nmemory: lots\n", "2:9: memory: expected a size like 512M or 2G"),
     ("name: a\non_crash: explode\n", "2:11: on_crash: 'explode' is not allowed; use one of: 'destroy', 'restart'"),
-    ("name: a\nworkload:\n  type: cpu\n  duty: 150\n", "4:9: workload.duty: 150 is out of range; it must be at most 100"),
+    (
+        "name: a\nworkload:\n  type: cpu\n  duty: 150\n",
+        "4:9: workload.duty: 150 is out of range; it must be at most 100",
+    ),
     ("name: a\nworkload:\n  type: cpu\n  dutty: 50\n", "4:3: unknown key 'dutty'; did you mean 'duty'?"),
     ("name: a\nworkload: dance\n", "2:11: workload type must be one of: idle, cpu, memory, bursty, chatty"),
     ("vcpus: 2\n", "1:1: missing required key 'name'"),
@@ -50,9 +53,19 @@ def test_every_problem_is_reported_not_just_the_first():
 
 def test_defaults_follow_xl():
     config = parse_domain_text("name: web\n")
-    assert (config.vcpus, config.maxvcpus_or_vcpus, config.memory, config.maxmem_or_memory) == (1, 1, 64 << 20, 64 << 20)
+    assert (config.vcpus, config.maxvcpus_or_vcpus, config.memory, config.maxmem_or_memory) == (
+        1,
+        1,
+        64 << 20,
+        64 << 20,
+    )
     assert (config.cpu_weight, config.cpu_cap, config.on_poweroff, config.on_reboot, config.on_crash) == (
-        256, 0, "destroy", "restart", "destroy")
+        256,
+        0,
+        "destroy",
+        "restart",
+        "destroy",
+    )
     assert config.workload.type == "idle"
 
 

@@ -40,12 +40,27 @@ def test_faults(reason, io, needle):
 
 
 ALLOWED = {
-    ("building", "running"), ("building", "paused"), ("building", "dying"),
-    ("running", "blocked"), ("running", "paused"), ("running", "shutdown"), ("running", "crashed"),
-    ("running", "dying"), ("blocked", "running"), ("blocked", "paused"), ("blocked", "shutdown"),
-    ("blocked", "crashed"), ("blocked", "dying"), ("paused", "running"), ("paused", "blocked"),
-    ("paused", "shutdown"), ("paused", "crashed"), ("paused", "dying"), ("shutdown", "dying"),
-    ("crashed", "dying"), ("dying", "dead"),
+    ("building", "running"),
+    ("building", "paused"),
+    ("building", "dying"),
+    ("running", "blocked"),
+    ("running", "paused"),
+    ("running", "shutdown"),
+    ("running", "crashed"),
+    ("running", "dying"),
+    ("blocked", "running"),
+    ("blocked", "paused"),
+    ("blocked", "shutdown"),
+    ("blocked", "crashed"),
+    ("blocked", "dying"),
+    ("paused", "running"),
+    ("paused", "blocked"),
+    ("paused", "shutdown"),
+    ("paused", "crashed"),
+    ("paused", "dying"),
+    ("shutdown", "dying"),
+    ("crashed", "dying"),
+    ("dying", "dead"),
 }
 
 

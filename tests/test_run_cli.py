@@ -78,7 +78,9 @@ class TestRun:
 
     def test_crash_restart(self, tmp_path):
         kernel = tiny_kernel(tmp_path, "pv_hypercall2(__HYPERVISOR_sched_op, SCHEDOP_shutdown, SHUTDOWN_crash)")
-        result = run_pvtui("run", "--no-summary", domain_file(tmp_path, f"name: c\non_crash: restart\nkernel: {kernel}\n"))
+        result = run_pvtui(
+            "run", "--no-summary", domain_file(tmp_path, f"name: c\non_crash: restart\nkernel: {kernel}\n")
+        )
         assert result.returncode == 1 and result.stderr.count("restarting c") == 4
 
     def test_crash_preserve_keeps_domain_until_ctrl_c(self, tmp_path):

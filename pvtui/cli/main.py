@@ -52,9 +52,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="pvtui", description="Run and manage paravirtual domains on KVM."
-    )
+    parser = argparse.ArgumentParser(prog="pvtui", description="Run and manage paravirtual domains on KVM.")
     parser.add_argument("--version", action="version", version=f"pvtui {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
 
@@ -65,8 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = verb("run", _cmd_run, "Run one domain in the foreground, its console on stdout.")
     run.add_argument("file", help="domain definition (YAML)")
-    run.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
-                     help="after Ctrl-C, how long the guest may take to shut down before it is destroyed")
+    run.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="after Ctrl-C, how long the guest may take to shut down before it is destroyed",
+    )
     run.add_argument("--no-summary", action="store_true", help="do not print the hypercall and CPU summary at exit")
 
     check = verb("check", _cmd_check, "Validate domain definitions; exit non-zero on any error.")

@@ -9,7 +9,7 @@ def parse_cpu_list(spec: str | int) -> frozenset[int]:
     ``"all"`` is returned as the empty set, meaning "no pinning".
     """
     if isinstance(spec, bool):
-        raise ValueError("expected a CPU list like \"0-3,^1\"")
+        raise ValueError('expected a CPU list like "0-3,^1"')
     if isinstance(spec, int):
         if spec < 0:
             raise ValueError("CPU numbers cannot be negative")
@@ -25,7 +25,7 @@ def parse_cpu_list(spec: str | int) -> frozenset[int]:
         part = part.lstrip("^")
         lo, sep, hi = part.partition("-")
         if not lo.isdigit() or (sep and not hi.isdigit()):
-            raise ValueError(f"{spec!r} is not a CPU list; write e.g. \"0-3,^1\", \"2\" or \"all\"")
+            raise ValueError(f'{spec!r} is not a CPU list; write e.g. "0-3,^1", "2" or "all"')
         first, last = int(lo), int(hi) if sep else int(lo)
         if last < first:
             raise ValueError(f"range {part!r} runs backwards")

@@ -116,9 +116,13 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel]:
 
     if loc and loc[0] == "workload" and len(loc) >= 2:
         by_tag = {
-            "idle": schema.IdleWorkload, "cpu": schema.CpuWorkload, "memory": schema.MemoryWorkload,
-            "bursty": schema.BurstyWorkload, "chatty": schema.ChattyWorkload,
-            "selftest": schema.SelftestWorkload, "bench": schema.BenchWorkload,
+            "idle": schema.IdleWorkload,
+            "cpu": schema.CpuWorkload,
+            "memory": schema.MemoryWorkload,
+            "bursty": schema.BurstyWorkload,
+            "chatty": schema.ChattyWorkload,
+            "selftest": schema.SelftestWorkload,
+            "bench": schema.BenchWorkload,
         }
         return by_tag.get(str(loc[1]), schema.IdleWorkload)
     return DomainConfig
@@ -148,8 +152,12 @@ def _problem(path: str, root: yaml.Node, error: dict) -> Problem:
     if kind == "literal_error":
         return _at(path, node, f"{name}: {value!r} is not allowed; use one of: {ctx.get('expected')}")
     if kind in ("less_than_equal", "greater_than_equal", "less_than", "greater_than"):
-        bound = {"less_than_equal": "at most", "greater_than_equal": "at least",
-                 "less_than": "below", "greater_than": "above"}[kind]
+        bound = {
+            "less_than_equal": "at most",
+            "greater_than_equal": "at least",
+            "less_than": "below",
+            "greater_than": "above",
+        }[kind]
         limit = next(iter(ctx.values()))
         return _at(path, node, f"{name}: {value!r} is out of range; it must be {bound} {limit}")
     if kind in ("int_type", "int_parsing", "int_from_float"):

@@ -8,7 +8,7 @@ all read it from this module.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
 
@@ -92,12 +92,12 @@ class BenchWorkload(_Strict):
 
 
 Workload = Annotated[
-    Union[IdleWorkload, CpuWorkload, MemoryWorkload, BurstyWorkload, ChattyWorkload, SelftestWorkload, BenchWorkload],
+    IdleWorkload | CpuWorkload | MemoryWorkload | BurstyWorkload | ChattyWorkload | SelftestWorkload | BenchWorkload,
     Field(discriminator="type"),
 ]
 WORKLOAD_TYPES = ("idle", "cpu", "memory", "bursty", "chatty", "selftest", "bench")
 
-CpuSpec = Union[str, int]
+CpuSpec = str | int
 
 
 def _check_cpus(value: object) -> object:
@@ -108,7 +108,7 @@ def _check_cpus(value: object) -> object:
         raise ValueError("a per-vCPU list needs at least one entry")
     for spec in specs:
         if not isinstance(spec, (str, int)) or isinstance(spec, bool):
-            raise ValueError(f"expected a CPU list like \"0-3,^1\", got {spec!r}")
+            raise ValueError(f'expected a CPU list like "0-3,^1", got {spec!r}')
         parse_cpu_list(spec)
     return value
 

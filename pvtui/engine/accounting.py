@@ -45,11 +45,18 @@ class HypercallRecord:
         }
 
 
+RawRecord = tuple[int, int, int, int, tuple[int, ...], int, int, bool]
+
+
 class HypercallAccounting:
+    """Counts and records hypercalls. The ring holds plain tuples (cheap on the
+    per-exit hot path) and turns them into :class:`HypercallRecord` on read."""
+
     def __init__(self, ring_size: int = DEFAULT_RING_SIZE) -> None:
-        self.ring: collections.deque[HypercallRecord] = collections.deque(maxlen=ring_size)
+        self.ring: collections.deque[RawRecord] = collections.deque(maxlen=ring_size)
         self._per_vcpu: dict[int, collections.Counter[int]] = {}
         self._seq = itertools.count(1)
+        self._append = self.ring.append
 
     def counter_for(self, vcpu: int) -> collections.Counter[int]:
         """The counter a vCPU thread owns (created before the thread starts)."""
@@ -67,7 +74,16 @@ class HypercallAccounting:
         in_multicall: bool = False,
     ) -> None:
         counter[op] += 1
-        self.ring.append(HypercallRecord(next(self._seq), time_ns, vcpu, op, args, result, latency_ns, in_multicall))
+        self._append((next(self._seq), time_ns, vcpu, op, args, result, latency_ns, in_multicall))
+
+    def record_batch(
+        self, counter: collections.Counter[int], vcpu: int, calls: list[tuple[int, tuple[int, ...], int, int, int]]
+    ) -> None:
+        """Record a multicall's entries, (op, args, result, time_ns, latency_ns) each, in one go."""
+        append, seq = self._append, self._seq
+        for op, args, result, time_ns, latency_ns in calls:
+            counter[op] += 1
+            append((next(seq), time_ns, vcpu, op, args, result, latency_ns, True))
 
     def per_op(self) -> dict[str, int]:
         total: collections.Counter[int] = collections.Counter()
@@ -81,5 +97,16 @@ class HypercallAccounting:
     def total(self) -> int:
         return sum(self.per_vcpu().values())
 
-    def records(self) -> list[HypercallRecord]:
-        return list(self.ring)
+    def records(self, after_seq: int = 0) -> list[HypercallRecord]:
+        """Records still in the ring, oldest first; only those after ``after_seq`` if given."""
+        return [HypercallRecord(*raw) for raw in list(self.ring) if raw[0] > after_seq]
+
+    @property
+    def last_seq(self) -> int:
+        ring = self.ring
+        return ring[-1][0] if ring else 0
+
+    @property
+    def first_time_ns(self) -> int | None:
+        ring = self.ring
+        return ring[0][1] if ring else None

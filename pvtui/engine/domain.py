@@ -14,8 +14,9 @@ import os
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import psutil
 
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 MIB = 1 << 20
 #: Free RAM a kernel needs beyond its image and stacks to be worth booting.
 MIN_FREE_BYTES = 1 * MIB
-CLOCK_REFRESH_NS = 10_000_000_000
 _TERMINAL = (DomainState.SHUTDOWN, DomainState.CRASHED, DomainState.DYING, DomainState.DEAD)
 
 
@@ -164,15 +164,26 @@ class Domain:
         if len(cmdline) >= abi.START_INFO_CMDLINE_SIZE:
             raise DomainError(f"Command line of {self.name} too long", "Shorten the workload settings.")
         start_info = abi.START_INFO.pack(
-            abi.START_INFO_MAGIC, self.config.memory // layout.PAGE_SIZE, self.max_pages,
-            layout.SHARED_INFO_ADDR, self.first_free // layout.PAGE_SIZE, self.stack_base,
-            self.config.vcpus, self.max_vcpus, image.end,
+            abi.START_INFO_MAGIC,
+            self.config.memory // layout.PAGE_SIZE,
+            self.max_pages,
+            layout.SHARED_INFO_ADDR,
+            self.first_free // layout.PAGE_SIZE,
+            self.stack_base,
+            self.config.vcpus,
+            self.max_vcpus,
+            image.end,
         )
         mem.write(layout.START_INFO_ADDR, start_info)
         mem.write(layout.START_INFO_ADDR + abi.START_INFO_CMDLINE_OFFSET, cmdline + b"\0")
         shared = struct.pack(
-            "<QQQQII", 1, self._wanted_mask, self.config.memory // layout.PAGE_SIZE,
-            self.config.memory // layout.PAGE_SIZE, 0, 0,
+            "<QQQQII",
+            1,
+            self._wanted_mask,
+            self.config.memory // layout.PAGE_SIZE,
+            self.config.memory // layout.PAGE_SIZE,
+            0,
+            0,
         )
         mem.write(layout.SHARED_INFO_ADDR, shared)
 
@@ -204,10 +215,9 @@ class Domain:
         view[0:4] = info[0:4]
         runner._time_refreshed_ns = time.monotonic_ns()
 
-    def maybe_refresh_clock(self, runner: VcpuRunner) -> None:
-        """Re-pair TSC and clock now and then, so NTP slewing never drifts the guest."""
-        if time.monotonic_ns() - runner._time_refreshed_ns > CLOCK_REFRESH_NS:
-            self._publish_clock(runner)
+    def refresh_clock(self, runner: VcpuRunner) -> None:
+        """Re-pair TSC and clock (called by the vCPU's own thread, between entries)."""
+        self._publish_clock(runner)
 
     # --- lifecycle ---------------------------------------------------------------
     def start(self) -> None:
@@ -248,8 +258,11 @@ class Domain:
 
     def guest_shutdown(self, reason: ShutdownReason, vcpu_id: int) -> None:
         """The guest asked to shut down (sched_op shutdown): stop every vCPU."""
-        self._finish(DomainState.CRASHED if reason is ShutdownReason.crash else DomainState.SHUTDOWN,
-                     reason, f"guest {reason.name} from vCPU {vcpu_id}")
+        self._finish(
+            DomainState.CRASHED if reason is ShutdownReason.crash else DomainState.SHUTDOWN,
+            reason,
+            f"guest {reason.name} from vCPU {vcpu_id}",
+        )
 
     def guest_crashed(self, why: str) -> None:
         self.crash_reason = why
@@ -434,15 +447,19 @@ class Domain:
     @property
     def boot_ns(self) -> int | None:
         """From the start of domain creation to the guest's first hypercall."""
-        first = self.accounting.ring[0] if self.accounting.ring else None
-        return first.time_ns - self.created_ns if first else None
+        first = self.accounting.first_time_ns
+        return first - self.created_ns if first is not None else None
 
     def stats(self) -> DomainStats:
         cpu = self.vcpu_cpu_times()
         per_vcpu = self.accounting.per_vcpu()
         vcpus = [
             VcpuStats(
-                vcpu_id, runner.state, runner.is_up, cpu.get(vcpu_id, 0.0), per_vcpu.get(vcpu_id, 0),
+                vcpu_id,
+                runner.state,
+                runner.is_up,
+                cpu.get(vcpu_id, 0.0),
+                per_vcpu.get(vcpu_id, 0),
                 sorted(runner.affinity) if runner.affinity else None,
             )
             for vcpu_id, runner in sorted(self.runners.items())
@@ -460,10 +477,15 @@ class Domain:
         )
         per_op = self.accounting.per_op()
         return DomainStats(
-            self.name, self.state,
+            self.name,
+            self.state,
             (time.monotonic_ns() - self.started_ns) / 1e9 if self.started_ns else 0.0,
-            vcpus, memory, per_op, sum(per_op.values()),
-            self.shutdown_reason.name if self.shutdown_reason is not None else None, self.crash_reason,
+            vcpus,
+            memory,
+            per_op,
+            sum(per_op.values()),
+            self.shutdown_reason.name if self.shutdown_reason is not None else None,
+            self.crash_reason,
         )
 
 

@@ -43,8 +43,7 @@ def load_kernel(path: str, min_paddr: int) -> KernelImage:
     def refuse(why: str) -> KernelImageError:
         return KernelImageError(
             f"Cannot boot kernel {path}",
-            f"{why}. A pvtui kernel is an ELF64 x86-64 executable linked at or above "
-            f"{min_paddr:#x} (see docs/abi.md).",
+            f"{why}. A pvtui kernel is an ELF64 x86-64 executable linked at or above {min_paddr:#x} (see docs/abi.md).",
         )
 
     try:

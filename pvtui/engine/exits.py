@@ -34,6 +34,22 @@ class GuestFault:
 ExitAction = HypercallExit | MalformedHypercall | GuestFault
 
 
+#: ``kvm_run.io`` (direction u8, size u8, port u16, count u32) of a hypercall, read as
+#: one little-endian u64 so the hot path compares a single integer.
+HYPERCALL_IO_WORD = k.KVM_EXIT_IO_OUT | (4 << 8) | (HYPERCALL_PORT << 16) | (1 << 32)
+
+
+def is_hypercall(exit_reason: int, direction: int, size: int, port: int, count: int) -> bool:
+    """The common exit, checked first on the hot path (see VcpuRunner._main)."""
+    return (
+        exit_reason == k.KVM_EXIT_IO
+        and port == HYPERCALL_PORT
+        and size == 4
+        and direction == k.KVM_EXIT_IO_OUT
+        and count == 1
+    )
+
+
 def decode_exit(
     exit_reason: int,
     io: tuple[int, int, int, int] | None,
@@ -50,11 +66,11 @@ def decode_exit(
     """
     if exit_reason == k.KVM_EXIT_IO and io is not None:
         direction, size, port, count = io
+        if is_hypercall(exit_reason, direction, size, port, count):
+            return HypercallExit(io_value & 0xFFFFFFFF, regs)
         if port != HYPERCALL_PORT:
             return GuestFault(f"I/O port {port:#x} access at rip {rip:#x}; only the hypercall port exists")
-        if direction != k.KVM_EXIT_IO_OUT or size != 4 or count != 1:
-            return MalformedHypercall(f"hypercall port needs a 32-bit out, got size {size} dir {direction}")
-        return HypercallExit(io_value & 0xFFFFFFFF, regs)
+        return MalformedHypercall(f"hypercall port needs a 32-bit out, got size {size} dir {direction}")
     if exit_reason == k.KVM_EXIT_MMIO:
         return GuestFault(f"access to unmapped guest-physical address {mmio_addr:#x} at rip {rip:#x}")
     if exit_reason == k.KVM_EXIT_SHUTDOWN:

@@ -8,8 +8,10 @@ down).
 
 from __future__ import annotations
 
+import struct
 import time
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pvtui.engine import abi
 from pvtui.engine.abi import Errno, MemoryOp, SchedOp, ShutdownReason, VcpuOp
@@ -20,14 +22,18 @@ if TYPE_CHECKING:
 
 Handler = Callable[["VcpuRunner", int, int, int, int, int], "int | None"]
 
-EFAULT = -Errno.EFAULT
-EINVAL = -Errno.EINVAL
-ENOSYS = -Errno.ENOSYS
-EPERM = -Errno.EPERM
-ENOENT = -Errno.ENOENT
-EEXIST = -Errno.EEXIST
-EBUSY = -Errno.EBUSY
+EFAULT = -int(Errno.EFAULT)
+EINVAL = -int(Errno.EINVAL)
+ENOSYS = -int(Errno.ENOSYS)
+EPERM = -int(Errno.EPERM)
+ENOENT = -int(Errno.ENOENT)
+EEXIST = -int(Errno.EEXIST)
+EBUSY = -int(Errno.EBUSY)
 MAX_EXTENTS_PER_CALL = 1 << 20
+_RESULT = struct.Struct("<q")
+# Plain ints: comparing against IntEnum members costs a descriptor lookup per call.
+_MULTICALL = int(abi.Hypercall.multicall)
+_VERSION = (abi.ABI_VERSION_MAJOR << 16) | abi.ABI_VERSION_MINOR
 
 
 class HypercallHandler:
@@ -37,7 +43,7 @@ class HypercallHandler:
         self.domain = domain
         self.memory = domain.memory
         self.accounting = domain.accounting
-        self._table: dict[int, Handler] = {
+        handlers: dict[abi.Hypercall, Handler] = {
             abi.Hypercall.memory_op: self.memory_op,
             abi.Hypercall.multicall: self.multicall,
             abi.Hypercall.set_timer_op: self.set_timer_op,
@@ -47,23 +53,30 @@ class HypercallHandler:
             abi.Hypercall.sched_op: self.sched_op,
             abi.Hypercall.event_channel_op: self.event_channel_op,
         }
+        self._table: dict[int, Handler] = {int(number): handler for number, handler in handlers.items()}
 
-    def dispatch(self, runner: VcpuRunner, number: int, args: tuple[int, ...], in_multicall: bool = False) -> int | None:
+    def dispatch(
+        self, runner: VcpuRunner, number: int, a1: int, a2: int, a3: int, a4: int, a5: int, in_multicall: bool = False
+    ) -> int | None:
+        """Run one hypercall and record it. This is the per-exit hot path: keep it lean."""
         start = time.monotonic_ns()
         handler = self._table.get(number)
-        result = ENOSYS if handler is None else handler(runner, *args[:5])
+        result = ENOSYS if handler is None else handler(runner, a1, a2, a3, a4, a5)
         self.accounting.record(
-            runner.counter, runner.id, number, tuple(args[:5]),
-            ENOSYS if handler is None else (result if result is not None else 0),
-            start, time.monotonic_ns() - start, in_multicall,
+            runner.counter,
+            runner.id,
+            number,
+            (a1, a2, a3, a4, a5),
+            0 if result is None else result,
+            start,
+            time.monotonic_ns() - start,
+            in_multicall,
         )
         return result
 
     # --- simple calls -----------------------------------------------------
     def xen_version(self, runner: VcpuRunner, cmd: int, *_: int) -> int:
-        if cmd != abi.XENVER_version:
-            return EINVAL
-        return (abi.ABI_VERSION_MAJOR << 16) | abi.ABI_VERSION_MINOR
+        return _VERSION if cmd == abi.XENVER_version else EINVAL
 
     def console_io(self, runner: VcpuRunner, cmd: int, length: int, buf: int, *_: int) -> int:
         if cmd != abi.CONSOLEIO_write or length > abi.CONSOLE_MAX_WRITE:
@@ -166,6 +179,8 @@ class HypercallHandler:
 
     # --- batching ----------------------------------------------------------
     def multicall(self, runner: VcpuRunner, array: int, count: int, *_: int) -> int | None:
+        """Run ``count`` entries in one exit. Lean on purpose: per-entry cost decides
+        how much batching buys (bench/engine.py's multicall_speedup)."""
         if count > abi.MULTICALL_MAX:
             return EINVAL
         entry = abi.MULTICALL_ENTRY
@@ -175,13 +190,24 @@ class HypercallHandler:
         if count == 0:
             return 0
         view = self.memory.view(array, count * entry.size)
-        for i in range(count):
-            op, _, *args = entry.unpack_from(raw, i * entry.size)
-            if op == abi.Hypercall.multicall:
-                result: int | None = EINVAL
-            else:
-                result = self.dispatch(runner, op, tuple(args[:5]), in_multicall=True)
+        table, write_result, monotonic_ns = self._table, _RESULT.pack_into, time.monotonic_ns
+        done: list[tuple[int, tuple[int, ...], int, int, int]] = []
+        finish = done.append
+        started = monotonic_ns()
+        try:
+            for offset in range(0, count * entry.size, entry.size):
+                op, _, a1, a2, a3, a4, a5, _ = entry.unpack_from(raw, offset)
+                if op == _MULTICALL:
+                    write_result(view, offset + 8, EINVAL)
+                    continue
+                handler = table.get(op)
+                result = ENOSYS if handler is None else handler(runner, a1, a2, a3, a4, a5)
+                finished = monotonic_ns()
+                finish((op, (a1, a2, a3, a4, a5), 0 if result is None else result, started, finished - started))
+                started = finished
                 if result is None:
                     return None
-            view[i * entry.size + 8 : i * entry.size + 16] = result.to_bytes(8, "little", signed=True)
-        return 0
+                write_result(view, offset + 8, result)
+            return 0
+        finally:
+            self.accounting.record_batch(runner.counter, runner.id, done)

@@ -11,6 +11,7 @@ the host RSS falls, and repopulated frames are pre-faulted with
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import mmap
 import threading
@@ -119,7 +120,7 @@ class GuestMemory:
         """True when every extent is aligned to its order and inside guest RAM."""
         span = 1 << order
         pages = self.pages
-        return all(f % span == 0 and 0 <= f and f + span <= pages for f in first_frames)
+        return all(f % span == 0 and f >= 0 and f + span <= pages for f in first_frames)
 
     def release(self, first_frames: list[int], order: int) -> None:
         """Give extents back to the host (validated by :meth:`frames_valid` first)."""
@@ -189,10 +190,8 @@ class GuestMemory:
         # dropping the last references lets the mappings close.
         slots, self.slots = self.slots, []
         for slot in slots:
-            try:
+            with contextlib.suppress(BufferError):
                 slot.mapping.close()
-            except BufferError:
-                pass
 
 
-__all__ = ["GuestMemory", "LARGE_PAGE_SIZE", "Slot"]
+__all__ = ["LARGE_PAGE_SIZE", "GuestMemory", "Slot"]

@@ -6,10 +6,10 @@ The table is the single place that says which changes are legal;
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class DomainState(str, Enum):
+class DomainState(StrEnum):
     BUILDING = "building"
     RUNNING = "running"
     BLOCKED = "blocked"

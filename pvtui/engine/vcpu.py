@@ -9,25 +9,39 @@ kick (``immediate_exit`` + a signal) that pulls it out of ``KVM_RUN``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import struct
 import threading
 import time
 import traceback
+from fcntl import ioctl
 from typing import TYPE_CHECKING
 
 from pvtui.engine import abi
-from pvtui.engine.exits import GuestFault, HypercallExit, MalformedHypercall, decode_exit
+from pvtui.engine.exits import HYPERCALL_IO_WORD, GuestFault, MalformedHypercall, decode_exit
 from pvtui.engine.kvm import Vcpu
 from pvtui.engine.kvm import ioctl as k
-from pvtui.engine.kvm.structs import KvmRegs
+from pvtui.engine.kvm.ioctl import KVM_RUN
+from pvtui.engine.kvm.structs import KvmRegs, KvmRun
 from pvtui.errors import PvtuiError
 
 if TYPE_CHECKING:
     from pvtui.engine.domain import Domain
 
 KICK_SIGNAL = signal.SIGUSR1
+#: Re-pair the guest TSC with the host clock this often, so NTP slewing never drifts the guest.
+CLOCK_REFRESH_NS = 10_000_000_000
 _U64 = (1 << 64) - 1
+# Hot-path views of kvm_run: exit_reason (u32 at 8) and the io word (u64 at 32) in
+# one read; the synced general registers (rax rbx rcx rdx rsi rdi rsp rbp r8 r9 r10).
+_EXIT_HEAD_OFFSET = KvmRun.exit_reason.offset
+_EXIT_HEAD = struct.Struct(f"<I{KvmRun.exit.offset - KvmRun.exit_reason.offset - 4}xQ")
+_REGS_OFFSET = KvmRun.regs.offset
+_REGS = struct.Struct("<11Q")
+_DIRTY_OFFSET = KvmRun.kvm_dirty_regs.offset
+_U64_FIELD = struct.Struct("<Q")
 
 
 def ensure_kick_handler() -> None:
@@ -72,9 +86,7 @@ class VcpuRunner:
 
     # --- engine side --------------------------------------------------------
     def start(self) -> None:
-        self.thread = threading.Thread(
-            target=self._main, name=f"{self.domain.name}/vcpu{self.id}", daemon=True
-        )
+        self.thread = threading.Thread(target=self._main, name=f"{self.domain.name}/vcpu{self.id}", daemon=True)
         self.state = "running"
         self.thread.start()
 
@@ -94,10 +106,8 @@ class VcpuRunner:
             self.cond.notify_all()
         thread = self.thread
         if thread is not None and thread.ident is not None and thread.is_alive():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 signal.pthread_kill(thread.ident, KICK_SIGNAL)
-            except ProcessLookupError:
-                pass
 
     def _request(self, **flags: bool) -> None:
         with self.cond:
@@ -173,6 +183,9 @@ class VcpuRunner:
 
     def block(self) -> None:
         """sched_op block: sleep until an event is pending on this vCPU or the timer expires."""
+        if time.monotonic_ns() - self._time_refreshed_ns > CLOCK_REFRESH_NS:
+            # Off the per-exit hot path: guests read the clock around blocks and timers.
+            self.domain.refresh_clock(self)
         pending = self.domain.pending_view(self.id)
         with self.cond:
             self.state = "blocked"
@@ -194,34 +207,41 @@ class VcpuRunner:
         if self.affinity:
             os.sched_setaffinity(self.native_id, self.affinity)
         run = self.vcpu.run
+        run_map = self.vcpu.run_map
         regs = run.regs
         io = run.exit.io
+        fd = self.vcpu.fd
         dispatch = self.domain.hypercalls.dispatch
+        read_head, read_regs, write_u64 = _EXIT_HEAD.unpack_from, _REGS.unpack_from, _U64_FIELD.pack_into
         try:
             while True:
                 if (self._pause or self._offline or self._stop) and self._park():
                     break
                 try:
-                    self.vcpu.kvm_run()
+                    ioctl(fd, KVM_RUN, 0)
                 except InterruptedError:
                     run.immediate_exit = 0
                     continue
-                reason = run.exit_reason
-                if reason == k.KVM_EXIT_IO:
-                    action = decode_exit(
-                        reason, (io.direction, io.size, io.port, io.count), self.vcpu.io_data(),
-                        (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8), regs.rip,
-                    )
-                else:
-                    action = decode_exit(reason, None, 0, (0, 0, 0, 0, 0), regs.rip, run.exit.mmio.phys_addr)
-                if isinstance(action, HypercallExit):
-                    result = dispatch(self, action.number, action.args)
+                reason, io_word = read_head(run_map, _EXIT_HEAD_OFFSET)
+                if reason == k.KVM_EXIT_IO and io_word == HYPERCALL_IO_WORD:
+                    rax, _, _, rdx, rsi, rdi, _, _, r8, _, r10 = read_regs(run_map, _REGS_OFFSET)
+                    # The hypercall number is the `out`'s 32-bit value, i.e. eax.
+                    result = dispatch(self, rax & 0xFFFFFFFF, rdi, rsi, rdx, r10, r8)
                     if result is None:
                         break
-                    regs.rax = result & _U64
-                    run.kvm_dirty_regs = k.KVM_SYNC_X86_REGS
-                    self.domain.maybe_refresh_clock(self)
-                elif isinstance(action, MalformedHypercall):
+                    write_u64(run_map, _REGS_OFFSET, result & _U64)
+                    write_u64(run_map, _DIRTY_OFFSET, k.KVM_SYNC_X86_REGS)
+                    continue
+                io_exit = (io.direction, io.size, io.port, io.count) if reason == k.KVM_EXIT_IO else None
+                action = decode_exit(
+                    reason,
+                    io_exit,
+                    regs.rax,
+                    (regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8),
+                    regs.rip,
+                    run.exit.mmio.phys_addr,
+                )
+                if isinstance(action, MalformedHypercall):
                     regs.rax = -abi.Errno.EINVAL & _U64
                     run.kvm_dirty_regs = k.KVM_SYNC_X86_REGS
                 elif isinstance(action, GuestFault):

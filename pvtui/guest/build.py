@@ -22,9 +22,20 @@ KERNEL_NAME = "pvkernel.elf"
 C_SOURCES = ("kernel.c", "lib.c", "control.c", "workloads.c", "selftest.c", "bench.c")
 ASM_SOURCES = ("start.S",)
 CFLAGS = (
-    "-O2", "-std=gnu11", "-ffreestanding", "-fno-builtin", "-fno-pic", "-fno-pie",
-    "-fno-stack-protector", "-mno-red-zone", "-fno-asynchronous-unwind-tables",
-    "-fno-tree-loop-distribute-patterns", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Werror",
+    "-O2",
+    "-std=gnu11",
+    "-ffreestanding",
+    "-fno-builtin",
+    "-fno-pic",
+    "-fno-pie",
+    "-fno-stack-protector",
+    "-mno-red-zone",
+    "-fno-asynchronous-unwind-tables",
+    "-fno-tree-loop-distribute-patterns",
+    "-Wall",
+    "-Wextra",
+    "-Wno-unused-parameter",
+    "-Werror",
 )
 
 
@@ -54,8 +65,19 @@ def build_kernel(output: Path, source_dir: Path = SOURCE_DIR) -> Path:
             _run([compiler, "-c", *CFLAGS, f"-I{source_dir}", "-o", str(obj), str(source_dir / name)])
             objects.append(str(obj))
         linked = Path(tmp) / KERNEL_NAME
-        _run([compiler, "-nostdlib", "-static", "-no-pie", f"-Wl,-T,{source_dir / 'kernel.ld'}",
-              "-Wl,--build-id=none", "-o", str(linked), *objects])
+        _run(
+            [
+                compiler,
+                "-nostdlib",
+                "-static",
+                "-no-pie",
+                f"-Wl,-T,{source_dir / 'kernel.ld'}",
+                "-Wl,--build-id=none",
+                "-o",
+                str(linked),
+                *objects,
+            ]
+        )
         staged = output.with_name(f".{output.name}.tmp{os.getpid()}")
         shutil.copyfile(linked, staged)
         os.replace(staged, output)

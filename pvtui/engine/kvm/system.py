@@ -132,6 +132,8 @@ class Vcpu:
         os.set_inheritable(fd, False)
         self._run_map = mmap.mmap(fd, vm.kvm.vcpu_mmap_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self.run = KvmRun.from_buffer(self._run_map)
+        #: The raw kvm_run page, for struct-based reads on the per-exit hot path.
+        self.run_map = self._run_map
         # Ask KVM to copy the general registers into kvm_run on every exit, so
         # a hypercall needs no KVM_GET_REGS/KVM_SET_REGS (≈8 µs each here).
         self.run.kvm_valid_regs = k.KVM_SYNC_X86_REGS

@@ -166,6 +166,7 @@ u64 cmdline_u64(const char *key, u64 fallback)
     case 'K': n <<= 10; break;
     case 'M': n <<= 20; break;
     case 'G': n <<= 30; break;
+    case 'T': n <<= 40; break;
     }
     return n;
 }

@@ -1,0 +1,59 @@
+"""Shared helpers for the benchmarks: building the C helpers, percentiles, output."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+BUILD = BENCH_DIR / "build"
+sys.path.insert(0, str(REPO))
+
+from pvtui.guest.build import CFLAGS, SOURCE_DIR, find_compiler  # noqa: E402
+
+
+def build_c(name: str, *extra: str) -> Path:
+    """Compile bench/NAME.c with the guest kernel's optimisation flags."""
+    BUILD.mkdir(exist_ok=True)
+    out = BUILD / name
+    source = BENCH_DIR / f"{name}.c"
+    flags = [f for f in CFLAGS if f not in ("-Werror", "-ffreestanding", "-fno-builtin", "-mno-red-zone")]
+    subprocess.run(
+        [find_compiler(), *flags, "-no-pie", f"-I{SOURCE_DIR}", "-o", str(out), str(source), *extra], check=True
+    )
+    return out
+
+
+def parse_fields(line: str) -> dict[str, int]:
+    """'bench x a=1 b=2' -> {'a': 1, 'b': 2} (hex for checksum is kept as text-free int)."""
+    fields = {}
+    for word in line.split():
+        key, sep, value = word.partition("=")
+        if sep and value.isdigit():
+            fields[key] = int(value)
+    return fields
+
+
+def p50(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def report(title: str, rows: list[tuple[str, float, str, str]], as_json: bool) -> None:
+    """rows: (key, value, unit, goal)."""
+    if as_json:
+        print(json.dumps({key: round(value, 4) for key, value, _, _ in rows}))
+        return
+    print(title)
+    width = max(len(key) for key, *_ in rows)
+    for key, value, unit, goal in rows:
+        print(f"  {key:<{width}}  {value:>12.3f} {unit:<6} goal {goal}")
