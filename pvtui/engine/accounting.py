@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import struct
 from dataclasses import dataclass
 
 from pvtui.engine.abi import op_name
@@ -45,18 +46,23 @@ class HypercallRecord:
         }
 
 
-RawRecord = tuple[int, int, int, int, tuple[int, ...], int, int, bool]
+#: A record as stored: seq, time_ns, vcpu, op, arg1..arg5, result, latency_ns, in_multicall.
+#: One packed bytes object per call: after a VM exit caches are cold, and one
+#: allocation (and one free of the record it displaces) costs far less than a
+#: tuple of a dozen int objects.
+RAW_RECORD = struct.Struct("<QQIIQQQQQqQ?")
 
 
 class HypercallAccounting:
-    """Counts and records hypercalls. The ring holds plain tuples (cheap on the
+    """Counts and records hypercalls. The ring holds packed records (cheap on the
     per-exit hot path) and turns them into :class:`HypercallRecord` on read."""
 
     def __init__(self, ring_size: int = DEFAULT_RING_SIZE) -> None:
-        self.ring: collections.deque[RawRecord] = collections.deque(maxlen=ring_size)
+        self.ring: collections.deque[bytes] = collections.deque(maxlen=ring_size)
         self._per_vcpu: dict[int, collections.Counter[int]] = {}
         self._seq = itertools.count(1)
         self._append = self.ring.append
+        self._pack = RAW_RECORD.pack
 
     def counter_for(self, vcpu: int) -> collections.Counter[int]:
         """The counter a vCPU thread owns (created before the thread starts)."""
@@ -67,23 +73,32 @@ class HypercallAccounting:
         counter: collections.Counter[int],
         vcpu: int,
         op: int,
-        args: tuple[int, ...],
+        a1: int,
+        a2: int,
+        a3: int,
+        a4: int,
+        a5: int,
         result: int,
         time_ns: int,
         latency_ns: int,
         in_multicall: bool = False,
     ) -> None:
         counter[op] += 1
-        self._append((next(self._seq), time_ns, vcpu, op, args, result, latency_ns, in_multicall))
+        self._append(
+            self._pack(next(self._seq), time_ns, vcpu, op, a1, a2, a3, a4, a5, result, latency_ns, in_multicall)
+        )
 
     def record_batch(
-        self, counter: collections.Counter[int], vcpu: int, calls: list[tuple[int, tuple[int, ...], int, int, int]]
+        self,
+        counter: collections.Counter[int],
+        vcpu: int,
+        calls: list[tuple[int, int, int, int, int, int, int, int, int]],
     ) -> None:
-        """Record a multicall's entries, (op, args, result, time_ns, latency_ns) each, in one go."""
-        append, seq = self._append, self._seq
-        for op, args, result, time_ns, latency_ns in calls:
+        """Record a multicall's entries, (op, arg1..arg5, result, time_ns, latency_ns) each, in one go."""
+        append, seq, pack = self._append, self._seq, self._pack
+        for op, a1, a2, a3, a4, a5, result, time_ns, latency_ns in calls:
             counter[op] += 1
-            append((next(seq), time_ns, vcpu, op, args, result, latency_ns, True))
+            append(pack(next(seq), time_ns, vcpu, op, a1, a2, a3, a4, a5, result, latency_ns, True))
 
     def per_op(self) -> dict[str, int]:
         total: collections.Counter[int] = collections.Counter()
@@ -99,14 +114,19 @@ class HypercallAccounting:
 
     def records(self, after_seq: int = 0) -> list[HypercallRecord]:
         """Records still in the ring, oldest first; only those after ``after_seq`` if given."""
-        return [HypercallRecord(*raw) for raw in list(self.ring) if raw[0] > after_seq]
+        records = []
+        for raw in list(self.ring):
+            seq, time_ns, vcpu, op, a1, a2, a3, a4, a5, result, latency, in_mc = RAW_RECORD.unpack(raw)
+            if seq > after_seq:
+                records.append(HypercallRecord(seq, time_ns, vcpu, op, (a1, a2, a3, a4, a5), result, latency, in_mc))
+        return records
 
     @property
     def last_seq(self) -> int:
         ring = self.ring
-        return ring[-1][0] if ring else 0
+        return RAW_RECORD.unpack_from(ring[-1])[0] if ring else 0
 
     @property
     def first_time_ns(self) -> int | None:
         ring = self.ring
-        return ring[0][1] if ring else None
+        return RAW_RECORD.unpack_from(ring[0])[1] if ring else None

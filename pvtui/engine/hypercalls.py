@@ -66,7 +66,11 @@ class HypercallHandler:
             runner.counter,
             runner.id,
             number,
-            (a1, a2, a3, a4, a5),
+            a1,
+            a2,
+            a3,
+            a4,
+            a5,
             0 if result is None else result,
             start,
             time.monotonic_ns() - start,
@@ -191,7 +195,7 @@ class HypercallHandler:
             return 0
         view = self.memory.view(array, count * entry.size)
         table, write_result, monotonic_ns = self._table, _RESULT.pack_into, time.monotonic_ns
-        done: list[tuple[int, tuple[int, ...], int, int, int]] = []
+        done: list[tuple[int, int, int, int, int, int, int, int, int]] = []
         finish = done.append
         started = monotonic_ns()
         try:
@@ -203,7 +207,7 @@ class HypercallHandler:
                 handler = table.get(op)
                 result = ENOSYS if handler is None else handler(runner, a1, a2, a3, a4, a5)
                 finished = monotonic_ns()
-                finish((op, (a1, a2, a3, a4, a5), 0 if result is None else result, started, finished - started))
+                finish((op, a1, a2, a3, a4, a5, 0 if result is None else result, started, finished - started))
                 started = finished
                 if result is None:
                     return None
