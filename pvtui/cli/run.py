@@ -13,18 +13,13 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
 
 from pvtui.cli.main import EXIT_GUEST_CRASHED, EXIT_INVALID, EXIT_OK
 from pvtui.domain.loader import DomainFileError, load_domain_file
-from pvtui.domain.schema import DomainConfig
 from pvtui.engine.abi import ShutdownReason
 from pvtui.engine.domain import Domain, DomainStats
+from pvtui.engine.lifecycle import MAX_RESTARTS, RESTART_WINDOW_S, RestartGuard, action_for
 from pvtui.errors import PvtuiError
-
-#: More restarts than this within RESTART_WINDOW_S means a crash loop: stop.
-MAX_RESTARTS = 5
-RESTART_WINDOW_S = 10.0
 
 
 def _say(message: str) -> None:
@@ -46,15 +41,6 @@ class _Interrupts:
         self.event.set()
 
 
-def action_for(config: DomainConfig, reason: ShutdownReason) -> str:
-    """The configured on_* action for a shutdown reason (suspend: no save/restore, so destroy)."""
-    return {
-        ShutdownReason.poweroff: config.on_poweroff,
-        ShutdownReason.reboot: config.on_reboot,
-        ShutdownReason.crash: config.on_crash,
-    }.get(reason, "destroy")
-
-
 def run_foreground(path: str, shutdown_timeout: float = 10.0, summary: bool = True) -> int:
     try:
         config = load_domain_file(path)
@@ -67,7 +53,7 @@ def run_foreground(path: str, shutdown_timeout: float = 10.0, summary: bool = Tr
     kernel = config.kernel or str(bundled_kernel())
     interrupts = _Interrupts()
     previous = {sig: signal.signal(sig, interrupts) for sig in (signal.SIGINT, signal.SIGTERM)}
-    restarts: deque[float] = deque(maxlen=MAX_RESTARTS)
+    guard = RestartGuard()
     out = sys.stdout.buffer
     try:
         while True:
@@ -77,9 +63,7 @@ def run_foreground(path: str, shutdown_timeout: float = 10.0, summary: bool = Tr
             domain.start()
             outcome = _supervise(domain, interrupts, shutdown_timeout)
             if outcome == "restart":
-                now = time.monotonic()
-                restarts.append(now)
-                if len(restarts) == MAX_RESTARTS and now - restarts[0] < RESTART_WINDOW_S:
+                if not guard.allow():
                     _say(f"{config.name} restarted {MAX_RESTARTS} times in {RESTART_WINDOW_S:.0f}s; giving up")
                     _finish(domain, summary)
                     return EXIT_GUEST_CRASHED
@@ -152,4 +136,4 @@ def format_summary(stats: DomainStats) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["PvtuiError", "action_for", "format_summary", "run_foreground"]
+__all__ = ["PvtuiError", "format_summary", "run_foreground"]

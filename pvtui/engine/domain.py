@@ -9,6 +9,7 @@ the guest, through hypercalls) make of it.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import struct
@@ -94,6 +95,13 @@ class DomainStats:
     shutdown_reason: str | None = None
     crash_reason: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form (the daemon's wire format)."""
+        data = dataclasses.asdict(self)
+        data["state"] = self.state.value
+        data["hypercalls_per_vcpu"] = {str(v.id): v.hypercalls for v in self.vcpus}
+        return data
 
 
 class Domain:
@@ -392,9 +400,10 @@ class Domain:
         """Ask the guest to hold ``target_bytes`` (it complies through memory_op)."""
         floor = self.first_free + MIN_FREE_BYTES
         if not floor <= target_bytes <= self.memory.size:
+            hint = " (mem-max grows it up to maxmem)" if self.memory.size < self.config.maxmem_or_memory else ""
             raise DomainError(
                 f"Memory target for {self.name} out of range",
-                f"Choose between {-(-floor // MIB)} MiB and {self.memory.size // MIB} MiB.",
+                f"Choose between {-(-floor // MIB)} MiB and {self.memory.size // MIB} MiB{hint}.",
             )
         with self._lock:
             struct.pack_into("<Q", self.shared, abi.SI_BALLOON_TARGET_PAGES, target_bytes // layout.PAGE_SIZE)
@@ -423,6 +432,65 @@ class Domain:
                 time.sleep(0.002)
             if runner.is_up and not self.vcpu_wanted(runner.id):
                 runner.take_down()
+
+    def pin_vcpu(self, vcpu_id: int, cpus: set[int] | None) -> None:
+        """Pin a vCPU's thread to host CPUs (None: any CPU). Checked before anything moves."""
+        host_cpus = set(range(os.cpu_count() or 1))
+        if not 0 <= vcpu_id < self.max_vcpus:
+            raise DomainError(f"{self.name} has no vCPU {vcpu_id}", f"vCPUs are numbered 0 to {self.max_vcpus - 1}.")
+        if cpus is not None and (not cpus or not cpus <= host_cpus):
+            missing = sorted((cpus or set()) - host_cpus)
+            raise DomainError(
+                f"Cannot pin {self.name} vCPU {vcpu_id}",
+                f"CPU {', '.join(map(str, missing)) or '(none)'} does not exist; this host has CPUs 0-{len(host_cpus) - 1}.",
+            )
+        with self._lock:
+            runner = self.runners.get(vcpu_id) or self._create_vcpu(vcpu_id)
+            runner.affinity = set(cpus) if cpus else None
+            if runner.native_id is not None and runner.state != "stopped":
+                os.sched_setaffinity(runner.native_id, cpus or host_cpus)
+
+    def grow_memory(self, new_bytes: int) -> None:
+        """Add RAM past the present size (a new KVM slot), up to maxmem.
+
+        The new frames start out with the balloon (not backed); raise the
+        target to let the guest take them.
+        """
+        present = self.memory.size
+        limit = self.config.maxmem_or_memory
+        if new_bytes % MIB:
+            raise DomainError("Memory sizes are whole MiB", f"Round {new_bytes} bytes to a multiple of 1 MiB.")
+        if new_bytes < present:
+            raise DomainError(
+                f"Cannot shrink {self.name}'s memory to {new_bytes // MIB} MiB",
+                f"It has {present // MIB} MiB present and memory cannot be unplugged; lower the balloon target (mem-set) instead.",
+            )
+        if new_bytes > limit:
+            raise DomainError(
+                f"{self.name} may grow to {limit // MIB} MiB at most",
+                "Raise maxmem: in its definition (takes effect on the next start).",
+            )
+        if new_bytes == present:
+            return
+        with self._lock:
+            if self._state in _TERMINAL:
+                raise DomainError(f"Domain {self.name} is {self._state.value}", "Only a live domain can grow.")
+            self.memory.add_slot(new_bytes - present, populated=False)
+            struct.pack_into("<Q", self.shared, abi.SI_MEMORY_PAGES, self.memory.pages)
+            self._control_changed()
+
+    def vcpu_host_cpus(self) -> dict[int, int | None]:
+        """The host CPU each vCPU thread last ran on (xl vcpu-list's CPU column)."""
+        result: dict[int, int | None] = {}
+        for vcpu_id, runner in self.runners.items():
+            result[vcpu_id] = None
+            if runner.native_id and runner.state != "stopped":
+                try:
+                    with open(f"/proc/self/task/{runner.native_id}/stat") as f:
+                        result[vcpu_id] = int(f.read().rsplit(")", 1)[1].split()[36])
+                except (OSError, ValueError, IndexError):
+                    pass
+        return result
 
     @property
     def online_vcpus(self) -> int:

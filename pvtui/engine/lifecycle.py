@@ -1,0 +1,42 @@
+"""What happens when a guest stops by itself: the on_* actions and the crash-loop guard.
+
+Shared by ``pvtui run`` and the daemon's monitors so both behave the same.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from pvtui.domain.schema import DomainConfig
+from pvtui.engine.abi import ShutdownReason
+
+#: More restarts than this within RESTART_WINDOW_S means a crash loop: stop.
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 10.0
+
+
+def action_for(config: DomainConfig, reason: ShutdownReason) -> str:
+    """The configured on_* action ("destroy", "restart" or "preserve") for a shutdown reason.
+
+    Suspend has no save/restore yet, so a suspended domain is destroyed.
+    """
+    return {
+        ShutdownReason.poweroff: config.on_poweroff,
+        ShutdownReason.reboot: config.on_reboot,
+        ShutdownReason.crash: config.on_crash,
+    }.get(reason, "destroy")
+
+
+class RestartGuard:
+    """Refuses a restart when the domain has restarted MAX_RESTARTS times within the window."""
+
+    def __init__(self) -> None:
+        self._restarts: deque[float] = deque(maxlen=MAX_RESTARTS)
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        if len(self._restarts) == MAX_RESTARTS and now - self._restarts[0] < RESTART_WINDOW_S:
+            return False
+        self._restarts.append(now)
+        return True
