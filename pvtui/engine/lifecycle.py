@@ -29,14 +29,13 @@ def action_for(config: DomainConfig, reason: ShutdownReason) -> str:
 
 
 class RestartGuard:
-    """Refuses a restart when the domain has restarted MAX_RESTARTS times within the window."""
+    """Counts stops that asked for a restart; the MAX_RESTARTS-th within the window is refused,
+    so a crash-looping domain boots MAX_RESTARTS times in all before it is given up."""
 
     def __init__(self) -> None:
-        self._restarts: deque[float] = deque(maxlen=MAX_RESTARTS)
+        self._stops: deque[float] = deque(maxlen=MAX_RESTARTS)
 
     def allow(self) -> bool:
         now = time.monotonic()
-        if len(self._restarts) == MAX_RESTARTS and now - self._restarts[0] < RESTART_WINDOW_S:
-            return False
-        self._restarts.append(now)
-        return True
+        self._stops.append(now)
+        return not (len(self._stops) == MAX_RESTARTS and now - self._stops[0] < RESTART_WINDOW_S)
