@@ -6,6 +6,7 @@ Where KVM is unusable they skip with the reason; with PVTUI_REQUIRE_KVM=1
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -97,3 +98,72 @@ def build_custom_kernel(tmp_path: Path, c_source: str) -> Path:
     ]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     return out
+
+
+class Engine:
+    """A private pvd for tests: its own runtime and domains directories."""
+
+    def __init__(self, runtime: Path, domains: Path) -> None:
+        self.runtime = runtime
+        self.domains = domains
+        self.env = {"PVTUI_RUNTIME_DIR": str(runtime), "PVTUI_DOMAINS_DIR": str(domains)}
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return run_pvtui(*args, timeout=timeout, env=self.env)
+
+    def ok(self, *args: str) -> str:
+        result = self.cli(*args)
+        assert result.returncode == 0, f"pvtui {' '.join(args)} failed: {result.stderr}"
+        return result.stdout
+
+    def define(self, name: str, body: str) -> str:
+        path = self.domains / f"{name}.yaml"
+        path.write_text(f"name: {name}\n{body}")
+        return str(path)
+
+    def json(self, *args: str) -> object:
+        import json
+
+        return json.loads(self.ok(*args, "--json"))
+
+    def monitor_pids(self) -> dict[str, int]:
+        import json
+
+        pids = {}
+        for state in (self.runtime / "domains").glob("*.json"):
+            data = json.loads(state.read_text())
+            pids[data["name"]] = data["pid"]
+        return pids
+
+    def pvd_pid(self) -> int | None:
+        try:
+            return int((self.runtime / "pvd.lock").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def cleanup(self) -> None:
+        import signal
+
+        self.cli("engine", "stop", "--destroy-domains")
+        for pid in self.monitor_pids().values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def engine(kvm_available: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    runtime = tmp_path_factory.mktemp("run")
+    domains = tmp_path_factory.mktemp("domains")
+    eng = Engine(runtime, domains)
+    saved = {key: os.environ.get(key) for key in eng.env}
+    os.environ.update(eng.env)  # for the in-process client
+    eng.ok("engine", "start")
+    try:
+        yield eng
+    finally:
+        eng.cleanup()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -42,6 +42,17 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return EXIT_INVALID if failed else EXIT_OK
 
 
+def _cmd_engine_verb(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from pvtui.cli.verbs import run_verb
+
+    try:
+        return asyncio.run(run_verb(args))
+    except KeyboardInterrupt:
+        return 0
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     import json
 
@@ -77,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("-q", "--quiet", action="store_true", help="print only errors")
 
     verb("schema", _cmd_schema, "Print the JSON Schema of domain files.")
+    from pvtui.cli.verbs import add_verbs
+
+    add_verbs(verbs, _cmd_engine_verb)
     return parser
 
 

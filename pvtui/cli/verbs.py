@@ -1,0 +1,392 @@
+"""The xl-like verbs: each one a request to pvd through the client module.
+
+Every verb takes ``--json`` for scripts. Text output follows xl/xentop
+where they have an equivalent. Nothing here imports the engine or the UI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Any
+
+from pvtui.client import Client, DomainSummary, EngineError
+from pvtui.client.models import HypercallInfo
+
+KIB = 1024
+MIB = 1 << 20
+Verb = Callable[[Client, argparse.Namespace], Awaitable[int]]
+
+
+def _json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=lambda o: asdict(o)))
+
+
+def _flags(state: str) -> str:
+    """xl's six-character state column: r b p s c d."""
+    letters = {"running": 0, "blocked": 1, "paused": 2, "shutdown": 3, "crashed": 4, "dying": 5}
+    flags = ["-"] * 6
+    if state in letters:
+        flags[letters[state]] = "rbpscd"[letters[state]]
+    return "".join(flags)
+
+
+async def cmd_list(client: Client, args: argparse.Namespace) -> int:
+    domains = await client.list_domains()
+    if args.json:
+        _json(domains)
+        return 0
+    print(f"{'Name':<20} {'ID':>4} {'Mem':>7} {'VCPUs':>5} {'State':<6} {'Time(s)':>9} {'CPU%':>6} {'HCALLS/s':>9}")
+    for d in domains:
+        print(
+            f"{d.name:<20} {d.domid:>4} {d.memory.held_bytes // MIB:>7} {d.vcpus_online:>5} {_flags(d.state):<6} "
+            f"{d.cpu_s:>9.1f} {d.cpu_percent:>6.1f} {d.hypercalls_per_s:>9.1f}"
+        )
+    return 0
+
+
+async def cmd_create(client: Client, args: argparse.Namespace) -> int:
+    from pvtui.domain.loader import DomainFileError, load_domain_file
+
+    try:
+        load_domain_file(args.file)  # local check first: errors with line and column
+    except DomainFileError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    domain = await client.create(args.file)
+    if args.json:
+        _json(domain)
+    else:
+        print(f"created {domain.name} (domid {domain.domid}, monitor pid {domain.pid})")
+    return 0
+
+
+def _simple(op: str, message: str) -> Verb:
+    async def verb(client: Client, args: argparse.Namespace) -> int:
+        result = await getattr(client, op)(args.domain)
+        if args.json:
+            _json(result)
+        else:
+            print(message.format(name=args.domain))
+        return 0
+
+    return verb
+
+
+async def cmd_shutdown(client: Client, args: argparse.Namespace) -> int:
+    result = await client.shutdown(args.domain, wait=args.wait, timeout=args.timeout)
+    if args.json:
+        _json(result)
+    elif args.wait:
+        print(f"{args.domain}: {result.get('outcome')}")
+    else:
+        print(f"asked {args.domain} to shut down (destroyed after {args.timeout:g}s if it does not)")
+    return 0
+
+
+async def cmd_vcpu_set(client: Client, args: argparse.Namespace) -> int:
+    stats = await client.vcpu_set(args.domain, args.count)
+    if args.json:
+        _json(stats)
+    else:
+        print(f"{args.domain}: {stats['online_vcpus']} of {stats['max_vcpus']} vCPUs online")
+    return 0
+
+
+async def cmd_vcpu_list(client: Client, args: argparse.Namespace) -> int:
+    names = [args.domain] if args.domain else [d.name for d in await client.list_domains()]
+    rows = {name: await client.vcpu_list(name) for name in names}
+    if args.json:
+        _json(rows)
+        return 0
+    domids = {d.name: d.domid for d in await client.list_domains()}
+    print(f"{'Name':<20} {'ID':>4} {'VCPU':>4} {'CPU':>4} {'State':<8} {'Time(s)':>9} {'HCALLS':>9} Affinity")
+    for name, vcpus in rows.items():
+        for v in vcpus:
+            cpu = "-" if v.host_cpu is None or not v.online else str(v.host_cpu)
+            affinity = ",".join(map(str, v.affinity)) if v.affinity else "all"
+            print(
+                f"{name:<20} {domids.get(name, 0):>4} {v.id:>4} {cpu:>4} {v.state:<8} {v.cpu_time_s:>9.2f} "
+                f"{v.hypercalls:>9} {affinity}"
+            )
+    return 0
+
+
+async def cmd_vcpu_pin(client: Client, args: argparse.Namespace) -> int:
+    stats = await client.vcpu_pin(args.domain, args.vcpu, args.cpus)
+    if args.json:
+        _json(stats)
+    else:
+        print(f"{args.domain} vCPU {args.vcpu} pinned to {args.cpus}")
+    return 0
+
+
+async def cmd_sched_credit(client: Client, args: argparse.Namespace) -> int:
+    result = await client.sched_credit(args.domain, args.weight, args.cap)
+    if args.json:
+        _json(result)
+    else:
+        print(f"{'Name':<20} {'Weight':>6} {'Cap':>4}  ({result['backend']})")
+        print(f"{result['name']:<20} {result['weight']:>6} {result['cap']:>4}")
+    return 0
+
+
+async def cmd_mem(client: Client, args: argparse.Namespace) -> int:
+    op = client.mem_set if args.verb == "mem-set" else client.mem_max
+    stats = await op(args.domain, args.size)
+    memory = stats["memory"]
+    if args.json:
+        _json(stats)
+    else:
+        print(
+            f"{args.domain}: target {memory['target_bytes'] // MIB} MiB, present {memory['present_bytes'] // MIB} MiB, "
+            f"max {memory['max_bytes'] // MIB} MiB"
+        )
+    return 0
+
+
+async def cmd_console(client: Client, args: argparse.Namespace) -> int:
+    text, offset = await client.console(args.domain)
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    if args.no_follow:
+        return 0
+    await client.subscribe(["console", "state"], [args.domain])
+    async for event in client.events():
+        data = event.get("data") or {}
+        if event.get("event") == "console" and data.get("offset", 0) > offset:
+            sys.stdout.write(data["text"])
+            sys.stdout.flush()
+            offset = data["offset"]
+        elif event.get("event") == "state" and data.get("state") == "dead":
+            return 0
+    return 0
+
+
+def _format_record(record: HypercallInfo, start_ns: int) -> str:
+    args = " ".join(f"{a:#x}" for a in record.args)
+    mc = " (mc)" if record.in_multicall else ""
+    return (
+        f"{(record.time_ns - start_ns) / 1e9:>12.6f} vcpu{record.vcpu:<2} {record.op + mc:<22} {args:<60} "
+        f"-> {record.result:<8} {record.latency_ns / 1000:>9.1f} us"
+    )
+
+
+async def cmd_log(client: Client, args: argparse.Namespace) -> int:
+    if args.stats:
+        return await _log_stats(client, args)
+
+    def wanted(record: HypercallInfo) -> bool:
+        return (not args.op or record.op in args.op) and (args.vcpu is None or record.vcpu == args.vcpu)
+
+    records = [r for r in await client.hypercalls(args.domain, limit=100_000) if wanted(r)][-args.lines :]
+    start_ns = records[0].time_ns if records else time.monotonic_ns()
+    for record in records:
+        print(json.dumps(asdict(record)) if args.json else _format_record(record, start_ns))
+    if not args.follow:
+        return 0
+    sys.stdout.flush()
+    last = records[-1].seq if records else 0
+    await client.subscribe(["hypercalls", "state"], [args.domain])
+    async for event in client.events():
+        if event.get("event") == "state" and (event.get("data") or {}).get("state") == "dead":
+            return 0
+        if event.get("event") != "hypercalls":
+            continue
+        for raw in event.get("data") or []:
+            record = HypercallInfo.from_dict(raw)
+            if record.seq > last and wanted(record):
+                print(json.dumps(raw) if args.json else _format_record(record, start_ns), flush=True)
+            last = max(last, record.seq)
+    return 0
+
+
+async def _log_stats(client: Client, args: argparse.Namespace) -> int:
+    info = await client.info(args.domain)
+    stats = info["stats"] or {}
+    per_op: dict[str, int] = stats.get("hypercalls_per_op", {})
+    uptime = max(stats.get("uptime_s", 0.0), 1e-9)
+    rates: dict[str, float] = info.get("op_rates", {})
+    if args.json:
+        _json(
+            {op: {"count": n, "per_s_uptime": n / uptime, "per_s_now": rates.get(op, 0.0)} for op, n in per_op.items()}
+        )
+        return 0
+    total = sum(per_op.values())
+    print(f"{args.domain}: {total} hypercalls in {uptime:.1f}s")
+    print(f"{'op':<20} {'count':>12} {'%':>6} {'avg/s':>10} {'now/s':>10}")
+    for op, n in sorted(per_op.items(), key=lambda item: -item[1]):
+        share = 100 * n / total if total else 0
+        print(f"{op:<20} {n:>12} {share:>6.1f} {n / uptime:>10.1f} {rates.get(op, 0.0):>10.1f}")
+    per_vcpu = stats.get("hypercalls_per_vcpu", {})
+    if per_vcpu:
+        print("per vCPU: " + ", ".join(f"vcpu{v}={n}" for v, n in per_vcpu.items()))
+    return 0
+
+
+def _top_rows(domains: list[DomainSummary], memory_total: int) -> list[str]:
+    header = (
+        f"{'NAME':>18} {'STATE':>6} {'CPU(sec)':>9} {'CPU(%)':>6} {'MEM(k)':>10} {'MEM(%)':>6} "
+        f"{'MAXMEM(k)':>10} {'MAXMEM(%)':>9} {'VCPUS':>5} {'HCALLS/s':>9}"
+    )
+    rows = [header]
+    for d in domains:
+        mem, maxmem = d.memory.held_bytes, d.memory.max_bytes
+        rows.append(
+            f"{d.name:>18} {_flags(d.state):>6} {d.cpu_s:>9.0f} {d.cpu_percent:>6.1f} {mem // KIB:>10} "
+            f"{100 * mem / memory_total:>6.1f} {maxmem // KIB:>10} {100 * maxmem / memory_total:>9.1f} "
+            f"{d.vcpus_online:>5} {d.hypercalls_per_s:>9.1f}"
+        )
+    return rows
+
+
+async def cmd_top(client: Client, args: argparse.Namespace) -> int:
+    if not args.batch:
+        print("pvtui top without -b is the TUI's domains view; use -b for batch output.", file=sys.stderr)
+        return 2
+    for iteration in range(args.iterations):
+        if iteration:
+            await asyncio.sleep(args.delay)
+        host = await client.host()
+        domains = await client.list_domains()
+        if args.json:
+            print(json.dumps({"host": asdict(host), "domains": [asdict(d) for d in domains]}), flush=True)
+            continue
+        states = ", ".join(f"{n} {s}" for s, n in sorted(host.domains_by_state.items())) or "none"
+        print(
+            f"pvtui top - {time.strftime('%H:%M:%S')}   {host.domains} domains: {states}\n"
+            f"Mem: {host.memory_total // KIB}k total, {host.memory_given // KIB}k given to domains, "
+            f"{host.memory_available // KIB}k free    CPUs: {host.cpus} @ {host.cpu_percent:.1f}%"
+        )
+        print("\n".join(_top_rows(domains, host.memory_total)), flush=True)
+    return 0
+
+
+async def cmd_engine(client: Client | None, args: argparse.Namespace) -> int:
+    """engine start|stop|status (takes no client: it decides whether to start pvd)."""
+    from pvtui.client.client import default_domains_dir
+
+    if args.action == "start":
+        client = await Client.connect(start=True, domains_dir=default_domains_dir())
+    else:
+        try:
+            client = await Client.connect(start=False)
+        except EngineError as exc:
+            if exc.code != "down":
+                raise
+            print("pvd is not running")
+            return 0 if args.action == "stop" else 3
+    try:
+        if args.action == "stop":
+            result = await client.engine_stop(destroy_domains=args.destroy_domains)
+            print(result if args.json else f"pvd stopping; {result['domains_left']} domains keep running")
+            return 0
+        hello = await client.hello()
+        if args.json:
+            _json(hello)
+        else:
+            print(
+                f"pvd {hello['version']} running, pid {hello['pid']}, {hello['domains']} domains, "
+                f"runtime {hello['runtime_dir']}, domains from {hello['domains_dir']}, cpu control {hello['cpu_control']}"
+            )
+        return 0
+    finally:
+        await client.close()
+
+
+VERBS: dict[str, Verb] = {
+    "list": cmd_list,
+    "create": cmd_create,
+    "shutdown": cmd_shutdown,
+    "destroy": _simple("destroy", "{name} destroyed"),
+    "pause": _simple("pause", "{name} paused"),
+    "unpause": _simple("unpause", "{name} unpaused"),
+    "reboot": _simple("reboot", "asked {name} to reboot"),
+    "vcpu-set": cmd_vcpu_set,
+    "vcpu-list": cmd_vcpu_list,
+    "vcpu-pin": cmd_vcpu_pin,
+    "sched-credit": cmd_sched_credit,
+    "mem-set": cmd_mem,
+    "mem-max": cmd_mem,
+    "console": cmd_console,
+    "log": cmd_log,
+    "top": cmd_top,
+}
+
+
+def add_verbs(verbs: argparse._SubParsersAction, run: Callable[[argparse.Namespace], int]) -> None:
+    """Register every engine verb on the CLI's subparsers."""
+
+    def verb(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+        sub.set_defaults(handler=run, verb=name)
+        return sub
+
+    verb("list", "List domains (xl list).")
+    verb("create", "Create a domain from a definition.").add_argument("file")
+    p = verb("shutdown", "Ask a domain to shut down; destroyed after --timeout if it does not.")
+    p.add_argument("domain")
+    p.add_argument("-w", "--wait", action="store_true", help="wait until it is gone (or restarted)")
+    p.add_argument("--timeout", type=float, default=30.0)
+    for name, text in (
+        ("destroy", "Destroy a domain at once."),
+        ("pause", "Pause a domain's vCPUs."),
+        ("unpause", "Resume a paused domain."),
+        ("reboot", "Ask a domain to reboot."),
+    ):
+        verb(name, text).add_argument("domain")
+    p = verb("vcpu-set", "Set how many vCPUs are online (hot-plug up to maxvcpus).")
+    p.add_argument("domain")
+    p.add_argument("count", type=int)
+    verb("vcpu-list", "List vCPUs: host CPU, state, time, affinity.").add_argument("domain", nargs="?")
+    p = verb("vcpu-pin", "Pin a vCPU to host CPUs (Xen syntax: 0-3,^1 or all).")
+    p.add_argument("domain")
+    p.add_argument("vcpu", type=int)
+    p.add_argument("cpus")
+    p = verb("sched-credit", "Show or set credit-scheduler weight and cap.")
+    p.add_argument("domain")
+    p.add_argument("-w", "--weight", type=int)
+    p.add_argument("-c", "--cap", type=int, help="percent of one host CPU, 0 = none")
+    for name, text in (
+        ("mem-set", "Set the balloon target (64M, 1G)."),
+        ("mem-max", "Grow memory past boot size, up to maxmem."),
+    ):
+        p = verb(name, text)
+        p.add_argument("domain")
+        p.add_argument("size")
+    p = verb("console", "Show a domain's console and follow it.")
+    p.add_argument("domain")
+    p.add_argument("-n", "--no-follow", action="store_true", help="print what is there and exit")
+    p = verb("log", "Hypercall records of a domain (xentrace-like).")
+    p.add_argument("domain")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("--op", action="append", help="only this op (repeatable)")
+    p.add_argument("--vcpu", type=int)
+    p.add_argument("-n", "--lines", type=int, default=50)
+    p.add_argument("--stats", action="store_true", help="per-op counts and rates (xenalyze summary)")
+    p = verb("top", "xentop: per-domain CPU, memory, vCPUs, hypercalls.")
+    p.add_argument("-b", "--batch", action="store_true", help="batch output")
+    p.add_argument("-i", "--iterations", type=int, default=1)
+    p.add_argument("-d", "--delay", type=float, default=1.0)
+    p = verb("engine", "Start, stop or show pvd.")
+    p.add_argument("action", choices=("start", "stop", "status"))
+    p.add_argument("--destroy-domains", action="store_true", help="with stop: destroy every domain first")
+
+
+async def run_verb(args: argparse.Namespace) -> int:
+    if args.verb == "engine":
+        return await cmd_engine(None, args)
+    from pvtui.client.client import default_domains_dir
+
+    client = await Client.connect(start=True, domains_dir=default_domains_dir())
+    try:
+        return await VERBS[args.verb](client, args)
+    finally:
+        await client.close()

@@ -1,0 +1,254 @@
+"""Async client of pvd: connects (starting pvd when needed), typed calls, events.
+
+Every error pvd reports becomes an :class:`EngineError` whose title and
+message say what happened and what to do. The module imports neither the
+engine nor the UI, so ``pvtui list`` starts fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from pvtui.client.models import DomainSummary, HostInfo, HypercallInfo, VcpuInfo
+from pvtui.daemon import paths
+from pvtui.daemon.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION
+from pvtui.errors import PvtuiError
+
+START_TIMEOUT_S = 15.0
+
+
+class EngineError(PvtuiError):
+    """pvd refused a request or could not be reached; ``code`` is pvd's error code."""
+
+    def __init__(self, title: str, message: str, code: str = "error") -> None:
+        super().__init__(title, message)
+        self.code = code
+
+
+def default_domains_dir() -> Path:
+    """``$PVTUI_DOMAINS_DIR``, else ``./domains`` if present, else ``~/.config/pvtui/domains``."""
+    override = os.environ.get("PVTUI_DOMAINS_DIR")
+    if override:
+        return Path(override)
+    local = Path("domains")
+    if local.is_dir():
+        return local.resolve()
+    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return config_home / "pvtui" / "domains"
+
+
+class Client:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._task = asyncio.get_running_loop().create_task(self._read_loop())
+        self.closed = False
+
+    # --- connecting ---------------------------------------------------------------------
+    @classmethod
+    async def connect(cls, start: bool = True, domains_dir: Path | None = None) -> Client:
+        """Connect to pvd; start it first (detached) when it is not running and ``start``."""
+        sock = paths.socket_path()
+        try:
+            return await cls._open(sock)
+        except (FileNotFoundError, ConnectionRefusedError):
+            if not start:
+                raise EngineError(
+                    "pvd is not running", "Start it with: pvtui engine start (any pvtui command starts it too).", "down"
+                ) from None
+        spawn_pvd(domains_dir or default_domains_dir())
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                return await cls._open(sock)
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > deadline:
+                    raise EngineError(
+                        "pvd did not start", f"See {paths.log_path()} for why; then retry.", "down"
+                    ) from None
+                await asyncio.sleep(0.02)
+
+    @classmethod
+    async def _open(cls, sock: Path) -> Client:
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(sock), limit=MAX_MESSAGE_BYTES + 1)
+        except PermissionError:
+            raise EngineError(
+                "Permission denied",
+                f"You may not use {sock}: pvd runs as another user. Run pvtui as that user.",
+                "permission",
+            ) from None
+        client = cls(reader, writer)
+        await client.call("hello")
+        return client
+
+    async def close(self) -> None:
+        self.closed = True
+        self._task.cancel()
+        with contextlib.suppress(Exception):
+            self._writer.close()
+            await self._writer.wait_closed()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- transport ------------------------------------------------------------------------
+    async def call(self, op: str, **args: Any) -> Any:
+        if self.closed:
+            raise EngineError("Disconnected from pvd", "Reconnect (pvd may have stopped).", "down")
+        request_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        payload = {"v": PROTOCOL_VERSION, "id": request_id, "op": op, "args": args}
+        self._writer.write(json.dumps(payload, separators=(",", ":")).encode() + b"\n")
+        await self._writer.drain()
+        try:
+            return await future
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                line = await self._reader.readline()
+                if not line:
+                    break
+                message = json.loads(line)
+                if "event" in message:
+                    await self._events.put(message)
+                    continue
+                future = self._pending.get(message.get("id"))
+                # A reply without an id (e.g. a refused connection) fails every waiter.
+                futures = list(self._pending.values()) if future is None else [future]
+                for waiter in futures:
+                    if waiter.done():
+                        continue
+                    if message.get("ok"):
+                        waiter.set_result(message.get("result"))
+                    else:
+                        error = message.get("error") or {}
+                        waiter.set_exception(
+                            EngineError(
+                                error.get("title", "Error"), error.get("message", ""), error.get("code", "error")
+                            )
+                        )
+        except (ConnectionError, json.JSONDecodeError, ValueError):
+            pass
+        finally:
+            self.closed = True
+            for waiter in self._pending.values():
+                if not waiter.done():
+                    waiter.set_exception(
+                        EngineError("Lost the connection to pvd", "Is it still running? Retry.", "down")
+                    )
+            await self._events.put(None)
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """Events this connection subscribed to, until the connection closes."""
+        while True:
+            message = await self._events.get()
+            if message is None:
+                return
+            yield message
+
+    # --- typed calls ------------------------------------------------------------------------
+    async def hello(self) -> dict[str, Any]:
+        return await self.call("hello")
+
+    async def host(self) -> HostInfo:
+        return HostInfo.from_dict(await self.call("host"))
+
+    async def list_domains(self) -> list[DomainSummary]:
+        return [DomainSummary.from_dict(d) for d in await self.call("list")]
+
+    async def info(self, name: str) -> dict[str, Any]:
+        return await self.call("info", name=name)
+
+    async def create(self, path: str | os.PathLike[str]) -> DomainSummary:
+        return DomainSummary.from_dict(await self.call("create", path=str(Path(path).resolve())))
+
+    async def shutdown(self, name: str, wait: bool = False, timeout: float = 30.0) -> dict[str, Any]:
+        return await self.call("shutdown", name=name, wait=wait, timeout=timeout)
+
+    async def reboot(self, name: str) -> dict[str, Any]:
+        return await self.call("reboot", name=name)
+
+    async def destroy(self, name: str) -> dict[str, Any]:
+        return await self.call("destroy", name=name)
+
+    async def pause(self, name: str) -> dict[str, Any]:
+        return await self.call("pause", name=name)
+
+    async def unpause(self, name: str) -> dict[str, Any]:
+        return await self.call("unpause", name=name)
+
+    async def vcpu_set(self, name: str, count: int) -> dict[str, Any]:
+        return await self.call("vcpu_set", name=name, count=count)
+
+    async def vcpu_list(self, name: str) -> list[VcpuInfo]:
+        return [VcpuInfo.from_dict(v) for v in await self.call("vcpu_list", name=name)]
+
+    async def vcpu_pin(self, name: str, vcpu: int, cpus: str) -> dict[str, Any]:
+        return await self.call("vcpu_pin", name=name, vcpu=vcpu, cpus=cpus)
+
+    async def sched_credit(self, name: str, weight: int | None = None, cap: int | None = None) -> dict[str, Any]:
+        args: dict[str, Any] = {"name": name}
+        if weight is not None:
+            args["weight"] = weight
+        if cap is not None:
+            args["cap"] = cap
+        return await self.call("sched_credit", **args)
+
+    async def mem_set(self, name: str, size: int | str) -> dict[str, Any]:
+        return await self.call("mem_set", name=name, size=size)
+
+    async def mem_max(self, name: str, size: int | str) -> dict[str, Any]:
+        return await self.call("mem_max", name=name, size=size)
+
+    async def console(self, name: str, offset: int = 0) -> tuple[str, int]:
+        result = await self.call("console", name=name, offset=offset)
+        return result["text"], result["offset"]
+
+    async def hypercalls(self, name: str, after: int = 0, limit: int = 1000) -> list[HypercallInfo]:
+        return [HypercallInfo.from_dict(r) for r in await self.call("hypercalls", name=name, after=after, limit=limit)]
+
+    async def subscribe(self, topics: list[str], domains: list[str] | None = None) -> None:
+        args: dict[str, Any] = {"topics": topics}
+        if domains:
+            args["domains"] = domains
+        await self.call("subscribe", **args)
+
+    async def engine_stop(self, destroy_domains: bool = False) -> dict[str, Any]:
+        return await self.call("engine_stop", destroy_domains=destroy_domains)
+
+
+def spawn_pvd(domains_dir: Path | None) -> None:
+    """Start pvd detached from this process (its own session, output to its log)."""
+    paths.ensure_private_dir(paths.runtime_dir())
+    log = open(paths.log_path(), "ab")  # noqa: SIM115 - handed to the child
+    cmd = [sys.executable, "-m", "pvtui.daemon"]
+    if domains_dir is not None:
+        cmd += ["--domains", str(domains_dir)]
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parent.parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env, close_fds=True
+    )
+    log.close()

@@ -1,0 +1,100 @@
+"""Typed views of what pvd returns (plain dataclasses built from its JSON)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+def _pick(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+@dataclass(frozen=True)
+class MemoryInfo:
+    boot_bytes: int = 0
+    present_bytes: int = 0
+    max_bytes: int = 0
+    target_bytes: int = 0
+    held_bytes: int = 0
+    guest_used_bytes: int = 0
+    rss_bytes: int = 0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> MemoryInfo:
+        return cls(**_pick(cls, data or {}))
+
+
+@dataclass(frozen=True)
+class VcpuInfo:
+    id: int
+    state: str
+    online: bool
+    cpu_time_s: float
+    hypercalls: int
+    affinity: list[int] | None = None
+    host_cpu: int | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VcpuInfo:
+        return cls(**_pick(cls, data))
+
+
+@dataclass(frozen=True)
+class DomainSummary:
+    name: str
+    domid: int
+    state: str
+    pid: int | None = None
+    cpu_s: float = 0.0
+    cpu_percent: float = 0.0
+    vcpus_online: int = 0
+    vcpus_max: int = 0
+    memory: MemoryInfo = field(default_factory=MemoryInfo)
+    hypercalls_total: int = 0
+    hypercalls_per_s: float = 0.0
+    uptime_s: float = 0.0
+    weight: int = 256
+    cap: int = 0
+    definition: str | None = None
+    restarts: int = 0
+    crash_reason: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DomainSummary:
+        values = _pick(cls, data)
+        values["memory"] = MemoryInfo.from_dict(data.get("memory"))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    cpus: int
+    cpu_percent: float
+    memory_total: int
+    memory_available: int
+    memory_given: int
+    domains: int
+    domains_by_state: dict[str, int]
+    cpu_control: str
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HostInfo:
+        return cls(**_pick(cls, data))
+
+
+@dataclass(frozen=True)
+class HypercallInfo:
+    seq: int
+    time_ns: int
+    vcpu: int
+    op: str
+    args: list[int]
+    result: int
+    latency_ns: int
+    in_multicall: bool
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HypercallInfo:
+        return cls(**_pick(cls, data))

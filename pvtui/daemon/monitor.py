@@ -1,0 +1,278 @@
+"""A domain monitor: the process that runs one domain for pvd.
+
+One monitor per domain, so a domain's crash (or a kill -9 of its monitor)
+touches no other. The monitor owns the :class:`~pvtui.engine.domain.Domain`,
+serves pvd on its own socket (``domains/NAME.sock``, same protocol), pushes
+state, console and lifecycle events to the connection that subscribed, and
+applies ``on_poweroff`` / ``on_reboot`` / ``on_crash`` itself (a restart
+rebuilds the VM inside this process). Its state file (``NAME.json``) lets a
+restarted pvd find and reattach it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pvtui.daemon import paths, protocol
+from pvtui.daemon.protocol import ProtocolError
+from pvtui.domain.schema import DomainConfig
+from pvtui.engine.abi import ShutdownReason
+from pvtui.engine.domain import Domain, DomainEvent
+from pvtui.engine.lifecycle import RestartGuard, action_for
+from pvtui.errors import PvtuiError
+
+MONITOR_OPS: dict[str, dict[str, Any]] = {
+    "hello": {},
+    "stats": {},
+    "console": {"offset?": int},
+    "hypercalls": {"after?": int, "limit?": int},
+    "pause": {},
+    "unpause": {},
+    "shutdown": {"reason?": str, "timeout?": (int, float)},
+    "destroy": {},
+    "vcpu_set": {"count": int},
+    "vcpu_pin": {"vcpu": int, "cpus": (list, type(None))},
+    "mem_set": {"bytes": int},
+    "mem_max": {"bytes": int},
+    "subscribe": {},
+}
+
+
+@dataclass(frozen=True)
+class MonitorSpec:
+    """Everything a monitor needs, as sent through the zygote and kept in NAME.json."""
+
+    name: str
+    domid: int
+    config: dict[str, Any]
+    definition: str | None
+    kernel: str
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MonitorSpec:
+        return cls(data["name"], data["domid"], data["config"], data.get("definition"), data["kernel"])
+
+
+class Monitor:
+    def __init__(self, spec: MonitorSpec) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.config = DomainConfig.model_validate(spec.config)
+        self.guard = RestartGuard()
+        self.domain: Domain | None = None
+        self.created = time.time()
+        self.restarts = 0
+        self._sinks: set[asyncio.StreamWriter] = set()
+        self._exit = asyncio.Event()
+        self._shutdown_timer: asyncio.TimerHandle | None = None
+        self.loop: asyncio.AbstractEventLoop
+
+    # --- process ------------------------------------------------------------------
+    async def main(self, ready: Callable[[dict[str, Any]], None] = lambda status: None) -> None:
+        """Build and start the domain, serve pvd until destroyed; ``ready`` is told once serving."""
+        self.loop = asyncio.get_running_loop()
+        self.loop.add_signal_handler(
+            signal.SIGTERM, self._finish, {"reason": "sigterm", "action": "destroy", "crash_reason": None}
+        )
+        self.domain = self._build()
+        sock = paths.monitor_socket(self.name)
+        with contextlib.suppress(FileNotFoundError):
+            sock.unlink()
+        server = await asyncio.start_unix_server(self._serve, path=str(sock), limit=protocol.MAX_MESSAGE_BYTES + 1)
+        os.chmod(sock, 0o600)
+        state = {**asdict(self.spec), "pid": os.getpid(), "created": self.created}
+        paths.write_atomic(paths.monitor_state(self.name), json.dumps(state))
+        ready({"ok": True})
+        try:
+            await self._exit.wait()
+            await asyncio.sleep(0.05)  # let the last events reach pvd
+        finally:
+            server.close()
+            for path in (sock, paths.monitor_state(self.name)):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            if self.domain is not None:
+                self.domain.destroy()
+
+    def _build(self) -> Domain:
+        domain = Domain(self.config, self.spec.kernel)
+        domain.listeners.append(lambda event: self.loop.call_soon_threadsafe(self._on_domain_event, event))
+        domain.console.followers.append(
+            lambda data: self.loop.call_soon_threadsafe(self._on_console, data, domain.console.total_bytes)
+        )
+        domain.start()
+        return domain
+
+    # --- events -----------------------------------------------------------------
+    def _push(self, kind: str, data: Any) -> None:
+        message = protocol.event(kind, self.name, data)
+        for writer in list(self._sinks):
+            if writer.is_closing():
+                self._sinks.discard(writer)
+            else:
+                writer.write(message)
+
+    def _on_console(self, data: bytes, offset: int) -> None:
+        self._push("console", {"text": data.decode("utf-8", errors="replace"), "offset": offset})
+
+    def _on_domain_event(self, event: DomainEvent) -> None:
+        if self.domain is None or event.domain != self.name:
+            return
+        self._push("state", {"state": event.state.value, "detail": event.detail})
+        if event.kind == "shutdown" and self.domain.finished:
+            self._guest_stopped(self.domain)
+
+    def _guest_stopped(self, domain: Domain) -> None:
+        if domain is not self.domain:
+            return
+        reason = domain.shutdown_reason if domain.shutdown_reason is not None else ShutdownReason.crash
+        action = action_for(self.config, reason)
+        if self._shutdown_timer is not None:
+            self._shutdown_timer.cancel()
+            self._shutdown_timer = None
+        detail = {"reason": reason.name, "action": action, "crash_reason": domain.crash_reason}
+        self._push("lifecycle", {"what": "stopped", **detail})
+        if action == "restart":
+            if self.guard.allow():
+                domain.destroy()
+                self.restarts += 1
+                self.domain = self._build()
+                self._push("lifecycle", {"what": "restarted", **detail})
+                return
+            self._push("lifecycle", {"what": "crash_loop", **detail})
+        elif action == "preserve":
+            self._push("lifecycle", {"what": "preserved", **detail})
+            return
+        self._finish(detail)
+
+    def _finish(self, detail: dict[str, Any]) -> None:
+        self._push("lifecycle", {"what": "destroyed", **detail})
+        self._exit.set()
+
+    # --- requests ----------------------------------------------------------------
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    writer.write(protocol.reply_error(None, ProtocolError("too_large", "Request too large", "")))
+                    break
+                if not line:
+                    break
+                request_id = None
+                try:
+                    message = protocol.decode(line)
+                    request_id = message.get("id") if isinstance(message.get("id"), int) else None
+                    request = protocol.parse_request(message, MONITOR_OPS)
+                    if request.op == "subscribe":
+                        self._sinks.add(writer)
+                        result: Any = {"subscribed": True}
+                    else:
+                        result = await self._handle(request.op, request.args)
+                    writer.write(protocol.reply_ok(request.id, result))
+                except ProtocolError as exc:
+                    writer.write(protocol.reply_error(request_id, exc))
+                except PvtuiError as exc:
+                    writer.write(protocol.reply_error(request_id, ProtocolError("refused", exc.title, exc.message)))
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._sinks.discard(writer)
+            writer.close()
+
+    async def _handle(self, op: str, args: dict[str, Any]) -> Any:
+        domain = self.domain
+        assert domain is not None  # built before the socket exists
+        run = self.loop.run_in_executor
+        if op == "hello":
+            return {"name": self.name, "domid": self.spec.domid, "pid": os.getpid(), "state": domain.state.value}
+        if op == "stats":
+            return self.stats()
+        if op == "console":
+            data = domain.console.contents()
+            total = domain.console.total_bytes
+            start = max(0, args.get("offset", 0) - (total - len(data)))
+            return {"text": data[start:].decode("utf-8", errors="replace"), "offset": total}
+        if op == "hypercalls":
+            records = domain.accounting.records(args.get("after", 0))
+            limit = args.get("limit", 1000)
+            return [r.to_dict() for r in records[-limit:]]
+        if op == "pause":
+            await run(None, domain.pause)
+        elif op == "unpause":
+            domain.unpause()
+        elif op == "shutdown":
+            reason = args.get("reason", "poweroff")
+            if reason not in ("poweroff", "reboot"):
+                raise ProtocolError("bad_args", "Bad shutdown reason", "Use poweroff or reboot.")
+            if domain.finished:
+                raise PvtuiError(f"{self.name} is already {domain.state.value}", "Destroy it instead.")
+            domain.request_shutdown(ShutdownReason[reason])
+            timeout = float(args.get("timeout", 30))
+            self._shutdown_timer = self.loop.call_later(timeout, self._shutdown_timed_out, domain)
+        elif op == "destroy":
+            self.loop.call_soon(self._finish, {"reason": "destroyed", "action": "destroy", "crash_reason": None})
+        elif op == "vcpu_set":
+            await run(None, domain.set_online_vcpus, args["count"])
+        elif op == "vcpu_pin":
+            cpus = args["cpus"]
+            if cpus is not None and not all(isinstance(c, int) and not isinstance(c, bool) for c in cpus):
+                raise ProtocolError("bad_args", "Bad CPU list", "cpus is a list of CPU numbers or null.")
+            domain.pin_vcpu(args["vcpu"], set(cpus) if cpus is not None else None)
+        elif op == "mem_set":
+            domain.set_balloon_target(args["bytes"])
+        elif op == "mem_max":
+            await run(None, domain.grow_memory, args["bytes"])
+        return self.stats()
+
+    def _shutdown_timed_out(self, domain: Domain) -> None:
+        self._shutdown_timer = None
+        if domain is self.domain and not domain.finished:
+            self._finish({"reason": "shutdown_timeout", "action": "destroy", "crash_reason": None})
+
+    def stats(self) -> dict[str, Any]:
+        domain = self.domain
+        assert domain is not None
+        data = domain.stats().to_dict()
+        host_cpus = domain.vcpu_host_cpus()
+        for vcpu in data["vcpus"]:  # type: ignore[union-attr]
+            vcpu["host_cpu"] = host_cpus.get(vcpu["id"])
+        data.update(
+            domid=self.spec.domid,
+            pid=os.getpid(),
+            definition=self.spec.definition,
+            config=self.spec.config,
+            max_vcpus=domain.max_vcpus,
+            online_vcpus=domain.online_vcpus,
+            console_bytes=domain.console.total_bytes,
+            last_seq=domain.accounting.last_seq,
+            restarts=self.restarts,
+            created=self.created,
+        )
+        return data
+
+
+def run_monitor(spec: MonitorSpec, ready: Callable[[dict[str, Any]], None]) -> int:
+    """Entry point in the forked monitor process (its main thread)."""
+    try:
+        asyncio.run(Monitor(spec).main(ready))
+    except PvtuiError as exc:
+        ready({"ok": False, "title": exc.title, "message": exc.message})
+        return 1
+    except Exception as exc:  # report anything that stops the build, then die
+        ready({"ok": False, "title": f"Monitor for {spec.name} failed", "message": repr(exc)})
+        raise
+    return 0
+
+
+__all__ = ["MONITOR_OPS", "Monitor", "MonitorSpec", "run_monitor"]

@@ -1,0 +1,78 @@
+"""Where pvd keeps its socket, lock and per-domain monitor files.
+
+``$PVTUI_RUNTIME_DIR`` overrides everything (tests use it); otherwise
+``$XDG_RUNTIME_DIR/pvtui`` for users and ``/run/pvtui`` for root. The
+directory is 0700 and owned by the user: the socket inside is 0600.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from pvtui.errors import PvtuiError
+
+
+def runtime_dir() -> Path:
+    override = os.environ.get("PVTUI_RUNTIME_DIR")
+    if override:
+        return Path(override)
+    if os.geteuid() == 0:
+        return Path("/run/pvtui")
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return Path(xdg) / "pvtui"
+    return Path(f"/tmp/pvtui-{os.geteuid()}")
+
+
+def socket_path() -> Path:
+    return runtime_dir() / "pvd.sock"
+
+
+def lock_path() -> Path:
+    return runtime_dir() / "pvd.lock"
+
+
+def log_path() -> Path:
+    return runtime_dir() / "pvd.log"
+
+
+def domains_dir() -> Path:
+    return runtime_dir() / "domains"
+
+
+def monitor_socket(name: str) -> Path:
+    return domains_dir() / f"{name}.sock"
+
+
+def monitor_state(name: str) -> Path:
+    return domains_dir() / f"{name}.json"
+
+
+def monitor_log(name: str) -> Path:
+    return domains_dir() / f"{name}.log"
+
+
+def ensure_private_dir(path: Path) -> None:
+    """Create ``path`` 0700, or refuse one that others could reach into."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.stat()
+    if info.st_uid != os.geteuid():
+        raise PvtuiError(
+            f"{path} belongs to another user",
+            "pvd keeps its socket there. Remove it or set PVTUI_RUNTIME_DIR to a directory you own.",
+        )
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        os.chmod(path, 0o700)
+
+
+def write_atomic(path: Path, data: str) -> None:
+    """Write a file so readers see the old or the new contents, never a torn one."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temp, "w", encoding="utf-8") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(temp, 0o600)
+    os.replace(temp, path)

@@ -1,0 +1,115 @@
+"""The wire protocol between clients, pvd and monitors.
+
+One JSON object per line (UTF-8, ``\\n``-terminated), at most
+``MAX_MESSAGE_BYTES``. Every message carries ``"v": PROTOCOL_VERSION``.
+
+- request: ``{"v": 1, "id": 7, "op": "list", "args": {...}}``
+- reply:   ``{"v": 1, "id": 7, "ok": true, "result": ...}`` or
+  ``{"v": 1, "id": 7, "ok": false, "error": {"code", "title", "message"}}``
+- event:   ``{"v": 1, "event": "stats", "domain": "web", "data": {...}}``
+
+A request that is not JSON, too large, of another version, or names an
+unknown op or argument is answered with an error and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_BYTES = 1 << 20
+
+
+class ProtocolError(Exception):
+    """A message the receiver refuses; ``code`` is machine-readable."""
+
+    def __init__(self, code: str, title: str, message: str) -> None:
+        super().__init__(f"{title}: {message}")
+        self.code = code
+        self.title = title
+        self.message = message
+
+    def to_error(self) -> dict[str, str]:
+        return {"code": self.code, "title": self.title, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Request:
+    id: int
+    op: str
+    args: dict[str, Any]
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    data = json.dumps({"v": PROTOCOL_VERSION, **message}, separators=(",", ":")).encode() + b"\n"
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ProtocolError("too_large", "Message too large", f"{len(data)} bytes; the limit is {MAX_MESSAGE_BYTES}.")
+    return data
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    """Parse one line; raise ProtocolError for anything that is not a v1 JSON object."""
+    if len(line) > MAX_MESSAGE_BYTES:
+        raise ProtocolError("too_large", "Request too large", f"The limit is {MAX_MESSAGE_BYTES} bytes per message.")
+    try:
+        message = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(
+            "malformed", "Malformed request", f"Not JSON: {exc}. Send one JSON object per line."
+        ) from None
+    if not isinstance(message, dict):
+        raise ProtocolError("malformed", "Malformed request", "A message is a JSON object.")
+    if message.get("v") != PROTOCOL_VERSION:
+        raise ProtocolError(
+            "version",
+            "Protocol version mismatch",
+            f"This pvd speaks version {PROTOCOL_VERSION}, the message says {message.get('v')!r}. "
+            "Restart pvd (pvtui engine stop) after upgrading pvtui.",
+        )
+    return message
+
+
+def parse_request(message: dict[str, Any], schema: dict[str, dict[str, type | tuple[type, ...]]]) -> Request:
+    """Check a request against ``schema`` (op -> {arg: type}); optional args end in '?'."""
+    request_id = message.get("id")
+    if not isinstance(request_id, int) or isinstance(request_id, bool):
+        raise ProtocolError("malformed", "Malformed request", "A request needs an integer id.")
+    op = message.get("op")
+    if op not in schema:
+        raise ProtocolError(
+            "unknown_op", "Unknown request", f"{op!r} is not a pvd request; known: {', '.join(sorted(schema))}."
+        )
+    args = message.get("args", {})
+    if not isinstance(args, dict):
+        raise ProtocolError("malformed", "Malformed request", "args must be a JSON object.")
+    expected = schema[op]
+    for name, value in args.items():
+        spec = expected.get(name, expected.get(name + "?"))
+        if spec is None:
+            raise ProtocolError("bad_args", f"Unknown argument to {op}", f"{name!r} is not an argument of {op}.")
+        if not isinstance(value, spec) or (isinstance(value, bool) and bool not in _as_tuple(spec)):
+            raise ProtocolError(
+                "bad_args", f"Bad argument to {op}", f"{name} has the wrong type ({type(value).__name__})."
+            )
+    for name in expected:
+        if not name.endswith("?") and name not in args:
+            raise ProtocolError("bad_args", f"Missing argument to {op}", f"{op} needs {name!r}.")
+    return Request(request_id, op, args)
+
+
+def _as_tuple(spec: type | tuple[type, ...]) -> tuple[type, ...]:
+    return spec if isinstance(spec, tuple) else (spec,)
+
+
+def reply_ok(request_id: int, result: Any) -> bytes:
+    return encode({"id": request_id, "ok": True, "result": result})
+
+
+def reply_error(request_id: int | None, error: ProtocolError) -> bytes:
+    return encode({"id": request_id, "ok": False, "error": error.to_error()})
+
+
+def event(kind: str, domain: str | None, data: Any) -> bytes:
+    return encode({"event": kind, "domain": domain, "data": data})

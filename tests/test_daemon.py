@@ -1,0 +1,348 @@
+"""pvd with real monitor processes: every verb, refusals, recovery and the protocol's edges."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from tests.conftest import REPO, Engine
+
+MIB = 1 << 20
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+def domain(engine: Engine, name: str) -> dict | None:
+    return next((d for d in engine.json("list") if d["name"] == name), None)
+
+
+def vcpu_times(engine: Engine, name: str) -> list[float]:
+    return [v["cpu_time_s"] for v in engine.json("vcpu-list", name)[name]]
+
+
+def test_create_list_console_log_and_destroy(engine: Engine):
+    path = engine.define("chat", "vcpus: 2\nworkload: {type: chatty, lines_per_sec: 20}\n")
+    assert "created chat" in engine.ok("create", path)
+    pid = engine.monitor_pids()["chat"]
+    cmdline = " ".join(psutil.Process(pid).cmdline())
+    assert "pvtui-monitor -name chat" in cmdline, cmdline  # ps shows which process runs which domain
+    assert wait_until(lambda: "chatty: line 5" in engine.ok("console", "chat", "--no-follow"))
+    listed = domain(engine, "chat")
+    assert listed["state"] in ("running", "blocked") and listed["vcpus_online"] == 2
+    assert "chat" in engine.ok("list")
+    records = [json.loads(line) for line in engine.ok("log", "chat", "--json", "--op", "console_io").splitlines()]
+    assert records and {r["op"] for r in records} == {"console_io"}
+    stats = engine.json("log", "chat", "--stats")
+    assert stats["console_io"]["count"] >= 5 and stats["multicall"]["per_s_uptime"] > 0
+    assert "destroyed" in engine.ok("destroy", "chat")
+    assert domain(engine, "chat") is None
+    assert wait_until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+
+
+def test_pause_unpause_reboot_and_shutdown(engine: Engine):
+    engine.ok("create", engine.define("life", "workload: {type: cpu, duty: 100}\n"))
+    assert wait_until(lambda: vcpu_times(engine, "life")[0] > 0.1)
+    engine.ok("pause", "life")
+    assert domain(engine, "life")["state"] == "paused"
+    before = vcpu_times(engine, "life")[0]
+    time.sleep(0.5)
+    assert vcpu_times(engine, "life")[0] - before < 0.03
+    engine.ok("unpause", "life")
+    assert wait_until(lambda: vcpu_times(engine, "life")[0] - before > 0.2)
+    engine.ok("reboot", "life")  # on_reboot: restart (default)
+    assert wait_until(lambda: (domain(engine, "life") or {}).get("restarts") == 1)
+    assert "life: destroyed" in engine.ok("shutdown", "life", "--wait")
+    assert domain(engine, "life") is None
+
+
+def test_shutdown_of_a_deaf_guest_destroys_after_timeout(engine: Engine, tmp_path):
+    from tests.test_engine import tiny_kernel
+
+    kernel = tiny_kernel(tmp_path, "for (;;) ;")
+    engine.ok("create", engine.define("deaf", f"kernel: {kernel}\n"))
+    started = time.monotonic()
+    assert "deaf: destroyed" in engine.ok("shutdown", "deaf", "--wait", "--timeout", "1")
+    assert time.monotonic() - started < 6
+
+
+def test_vcpu_hotplug_seen_by_the_guest(engine: Engine):
+    engine.ok("create", engine.define("hot", "vcpus: 1\nmaxvcpus: 4\nworkload: {type: cpu, duty: 20}\n"))
+    engine.ok("vcpu-set", "hot", "4")
+    assert wait_until(lambda: all(f"vcpu {i} up" in engine.ok("console", "hot", "-n") for i in (1, 2, 3)))
+    vcpus = engine.json("vcpu-list", "hot")["hot"]
+    assert [v["online"] for v in vcpus] == [True] * 4
+    assert wait_until(lambda: all(t > 0.01 for t in vcpu_times(engine, "hot")))  # guest code runs on them
+    engine.ok("vcpu-set", "hot", "2")
+    vcpus = engine.json("vcpu-list", "hot")["hot"]
+    assert [v["online"] for v in vcpus] == [True, True, False, False]
+    refused = engine.cli("vcpu-set", "hot", "5")
+    assert refused.returncode == 3 and "between 1 and maxvcpus (4)" in refused.stderr
+    assert domain(engine, "hot")["vcpus_online"] == 2
+    engine.ok("destroy", "hot")
+
+
+def test_pinning_moves_the_vcpu_thread(engine: Engine):
+    engine.ok("create", engine.define("pin", "vcpus: 2\nworkload: {type: cpu, duty: 100}\n"))
+    engine.ok("vcpu-pin", "pin", "1", "1")
+    engine.ok("vcpu-pin", "pin", "0", "0")
+    time.sleep(0.3)
+    vcpus = engine.json("vcpu-list", "pin")["pin"]
+    assert [v["affinity"] for v in vcpus] == [[0], [1]]
+    assert [v["host_cpu"] for v in vcpus] == [0, 1]
+    refused = engine.cli("vcpu-pin", "pin", "0", "64")
+    assert refused.returncode == 3 and "CPU 64 does not exist" in refused.stderr
+    assert engine.json("vcpu-list", "pin")["pin"][0]["affinity"] == [0]
+    engine.ok("destroy", "pin")
+
+
+def test_cap_limits_measured_cpu(engine: Engine):
+    engine.ok("create", engine.define("capped", "workload: {type: cpu, duty: 100}\n"))
+    engine.ok("sched-credit", "capped", "-c", "50")
+    time.sleep(0.3)
+    start = vcpu_times(engine, "capped")[0]
+    time.sleep(2.0)
+    used = vcpu_times(engine, "capped")[0] - start
+    assert 0.7 <= used <= 1.3, f"capped at 50% it used {used:.2f}s in 2s"
+    assert engine.json("sched-credit", "capped")["cap"] == 50
+    engine.ok("destroy", "capped")
+
+
+def test_weight_divides_a_contended_cpu(engine: Engine):
+    for name in ("heavy", "light"):
+        engine.ok("create", engine.define(name, "cpus: '0'\nworkload: {type: cpu, duty: 100}\n"))
+    engine.ok("sched-credit", "heavy", "-w", "768")
+    engine.ok("sched-credit", "light", "-w", "256")
+    time.sleep(0.3)
+    start = {n: vcpu_times(engine, n)[0] for n in ("heavy", "light")}
+    time.sleep(3.0)
+    used = {n: vcpu_times(engine, n)[0] - start[n] for n in ("heavy", "light")}
+    ratio = used["heavy"] / max(used["light"], 1e-3)
+    assert 2.0 <= ratio <= 4.5, f"weights 768:256 gave {used}"
+    for name in ("heavy", "light"):
+        engine.ok("destroy", name)
+
+
+def test_memory_balloon_and_growth(engine: Engine):
+    engine.ok(
+        "create",
+        engine.define("mem", "memory: 256M\nmaxmem: 512M\nworkload: {type: memory, wss: 480M, touch_rate: 0}\n"),
+    )
+    assert wait_until(lambda: domain(engine, "mem")["memory"]["rss_bytes"] > 240 * MIB)
+    engine.ok("mem-set", "mem", "96M")
+    assert wait_until(lambda: domain(engine, "mem")["memory"]["rss_bytes"] <= 100 * MIB)
+    assert domain(engine, "mem")["memory"]["held_bytes"] == 96 * MIB
+    refused = engine.cli("mem-set", "mem", "400M")
+    assert refused.returncode == 3 and "mem-max grows it" in refused.stderr
+    engine.ok("mem-max", "mem", "512M")
+    engine.ok("mem-set", "mem", "512M")
+    # The guest takes the hot-added frames and its working set grows into them.
+    assert wait_until(lambda: domain(engine, "mem")["memory"]["guest_used_bytes"] > 400 * MIB, timeout=15)
+    memory = domain(engine, "mem")["memory"]
+    assert memory["present_bytes"] == memory["held_bytes"] == 512 * MIB
+    refused = engine.cli("mem-max", "mem", "1G")
+    assert refused.returncode == 3 and "may grow to 512 MiB at most" in refused.stderr
+    engine.ok("destroy", "mem")
+
+
+def test_refusals_change_nothing(engine: Engine):
+    engine.ok("create", engine.define("steady", "memory: 64M\nmaxmem: 64G\n"))
+    before = domain(engine, "steady")
+    huge = engine.cli("mem-max", "steady", "60G")
+    assert huge.returncode == 3 and "Not enough host memory" in huge.stderr
+    dup = engine.cli("create", engine.define("steady", "memory: 64M\n"))
+    assert dup.returncode == 3 and "A domain named steady exists" in dup.stderr
+    too_big = engine.cli("create", engine.define("giant", "memory: 100G\nmaxmem: 100G\n"))
+    assert too_big.returncode == 3 and "Not enough host memory" in too_big.stderr
+    assert domain(engine, "giant") is None
+    bad = engine.cli("create", engine.define("typo", "vcpu: 2\n"))
+    assert bad.returncode == 2 and "typo.yaml:2:1: unknown key 'vcpu'; did you mean 'vcpus'?" in bad.stderr
+    after = domain(engine, "steady")
+    assert after["memory"] == {
+        **before["memory"],
+        "rss_bytes": after["memory"]["rss_bytes"],
+        "guest_used_bytes": after["memory"]["guest_used_bytes"],
+    }
+    assert after["pid"] == before["pid"]
+    engine.ok("destroy", "steady")
+
+
+def test_kill_9_of_a_monitor_touches_no_other_domain(engine: Engine):
+    engine.ok("create", engine.define("victim", "on_crash: preserve\n"))
+    engine.ok("create", engine.define("phoenix", "on_crash: restart\n"))
+    engine.ok("create", engine.define("bystander", "workload: {type: chatty, lines_per_sec: 20}\n"))
+    pids = engine.monitor_pids()
+    os.kill(pids["victim"], signal.SIGKILL)
+    os.kill(pids["phoenix"], signal.SIGKILL)
+    assert wait_until(lambda: (domain(engine, "victim") or {}).get("state") == "crashed")
+    assert "monitor process" in domain(engine, "victim")["crash_reason"]
+    assert wait_until(lambda: (domain(engine, "phoenix") or {}).get("pid") not in (None, pids["phoenix"]))
+    lines = engine.ok("console", "bystander", "-n").count("chatty")
+    assert wait_until(lambda: engine.ok("console", "bystander", "-n").count("chatty") > lines + 3)
+    assert domain(engine, "bystander")["pid"] == pids["bystander"]
+    for name in ("victim", "phoenix", "bystander"):
+        engine.ok("destroy", name)
+    assert domain(engine, "victim") is None
+
+
+def test_kill_9_of_pvd_then_restart_reattaches_with_counters(engine: Engine):
+    engine.ok("create", engine.define("survivor", "workload: {type: chatty, lines_per_sec: 20}\n"))
+    assert wait_until(lambda: domain(engine, "survivor")["hypercalls_total"] > 20)
+    before = domain(engine, "survivor")
+    os.kill(engine.pvd_pid(), signal.SIGKILL)
+    time.sleep(0.5)
+    assert psutil.pid_exists(before["pid"]), "the domain outlives pvd"
+    after = domain(engine, "survivor")  # any verb starts pvd again
+    assert after["pid"] == before["pid"] and after["domid"] == before["domid"]
+    assert after["hypercalls_total"] >= before["hypercalls_total"]
+    assert "pvd" in engine.ok("engine", "status")
+    engine.ok("destroy", "survivor")
+
+
+def test_second_pvd_refuses_to_start(engine: Engine):
+    engine.ok("engine", "status")
+    env = {**os.environ, **engine.env, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-m", "pvtui.daemon"], capture_output=True, text=True, env=env, timeout=30)
+    assert result.returncode == 1 and "already running" in result.stderr
+
+
+def raw_exchange(engine: Engine, payload: bytes) -> dict:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(engine.runtime / "pvd.sock"))
+        try:
+            sock.sendall(payload)
+        except BrokenPipeError:
+            pass  # pvd answers an oversized request and hangs up before reading it all
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return json.loads(data)
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        (b"this is not json\n", "malformed"),
+        (b"[1, 2]\n", "malformed"),
+        (b'{"v": 99, "id": 1, "op": "list"}\n', "version"),
+        (b'{"v": 1, "id": 1, "op": "format_disk"}\n', "unknown_op"),
+        (b'{"v": 1, "id": 1, "op": "vcpu_set", "args": {"name": "x", "count": "two"}}\n', "bad_args"),
+        (b'{"v": 1, "id": 1, "op": "list", "args": {"all": true}}\n', "bad_args"),
+        (b'{"v": 1, "id": 1, "op": "destroy", "args": {}}\n', "bad_args"),
+        (b'{"v": 1, "op": "list"}\n', "malformed"),
+        (b'{"v": 1, "id": 1, "op": "create", "args": {"path": "' + b"x" * (2 << 20) + b'"}}\n', "too_large"),
+    ],
+    ids=[
+        "not-json",
+        "not-object",
+        "version",
+        "unknown-op",
+        "bad-type",
+        "unknown-arg",
+        "missing-arg",
+        "no-id",
+        "oversized",
+    ],
+)
+def test_bad_requests_get_errors_and_change_nothing(engine: Engine, payload: bytes, code: str):
+    before = engine.json("list")
+    reply = raw_exchange(engine, payload)
+    assert reply["ok"] is False and reply["error"]["code"] == code, reply
+    assert reply["error"]["message"]
+    assert engine.json("list") == before or [d["name"] for d in engine.json("list")] == [d["name"] for d in before]
+
+
+def test_connection_from_another_uid_is_refused(engine: Engine):
+    nobody = 65534
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: become nobody, then try to talk to pvd
+        os.close(read_fd)
+        outcome = "connected"
+        try:
+            os.setgid(nobody)
+            os.setuid(nobody)
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.connect(str(engine.runtime / "pvd.sock"))
+                sock.sendall(b'{"v": 1, "id": 1, "op": "list"}\n')
+                outcome = sock.recv(4096).decode() or "closed"
+        except PermissionError:
+            outcome = "EACCES"
+        except Exception as exc:
+            outcome = repr(exc)
+        os.write(write_fd, outcome.encode())
+        os._exit(0)
+    os.close(write_fd)
+    os.waitpid(pid, 0)
+    outcome = os.read(read_fd, 65536).decode()
+    os.close(read_fd)
+    assert outcome == "EACCES", "the 0700 runtime directory keeps other users out"
+
+    # Even if the directory is opened up by mistake, pvd checks the peer's uid.
+    opened = [p for p in [engine.runtime, *engine.runtime.parents] if p != p.parent]
+    modes = {p: p.stat().st_mode & 0o777 for p in opened}
+    for path in opened:
+        path.chmod(modes[path] | 0o011)
+    (engine.runtime / "pvd.sock").chmod(0o666)
+    try:
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_fd)
+            try:
+                os.setgid(nobody)
+                os.setuid(nobody)
+                with socket.socket(socket.AF_UNIX) as sock:
+                    sock.connect(str(engine.runtime / "pvd.sock"))
+                    sock.sendall(b'{"v": 1, "id": 1, "op": "list"}\n')
+                    data = b""
+                    while chunk := sock.recv(4096):
+                        data += chunk
+                os.write(write_fd, data)
+            except Exception as exc:
+                os.write(write_fd, repr(exc).encode())
+            finally:
+                os._exit(0)
+        os.close(write_fd)
+        os.waitpid(pid, 0)
+        raw = os.read(read_fd, 65536)
+        assert raw.startswith(b"{"), raw
+        reply = json.loads(raw)
+        os.close(read_fd)
+    finally:
+        for path, mode in modes.items():
+            path.chmod(mode)
+        (engine.runtime / "pvd.sock").chmod(0o600)
+    assert reply["ok"] is False and reply["error"]["code"] == "permission"
+    assert "Run pvtui as that user" in reply["error"]["message"]
+
+
+def test_top_batch_and_engine_status(engine: Engine):
+    engine.ok("create", engine.define("topped", "workload: {type: cpu, duty: 50}\n"))
+    time.sleep(1.5)
+    out = engine.ok("top", "-b", "-i", "2", "-d", "0.5")
+    assert out.count("NAME") == 2 and "CPU(sec)" in out and "HCALLS/s" in out and "topped" in out
+    frames = [json.loads(line) for line in engine.ok("top", "-b", "-i", "1", "--json").splitlines()]
+    row = next(d for d in frames[0]["domains"] if d["name"] == "topped")
+    assert 30 <= row["cpu_percent"] <= 70
+    status = engine.json("engine", "status")
+    assert status["domains"] >= 1 and status["runtime_dir"] == str(engine.runtime)
+    engine.ok("destroy", "topped")
