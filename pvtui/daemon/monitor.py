@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -89,7 +90,7 @@ class Monitor:
         server = await asyncio.start_unix_server(self._serve, path=str(sock), limit=protocol.MAX_MESSAGE_BYTES + 1)
         os.chmod(sock, 0o600)
         state = {**asdict(self.spec), "pid": os.getpid(), "created": self.created}
-        paths.write_atomic(paths.monitor_state(self.name), json.dumps(state))
+        paths.write_atomic(paths.monitor_state(self.name), json.dumps(state), durable=False)
         ready({"ok": True})
         try:
             await self._exit.wait()
@@ -183,6 +184,12 @@ class Monitor:
                     writer.write(protocol.reply_error(request_id, exc))
                 except PvtuiError as exc:
                     writer.write(protocol.reply_error(request_id, ProtocolError("refused", exc.title, exc.message)))
+                except Exception as exc:  # a bug in one request must not cut pvd off from the domain
+                    traceback.print_exc()
+                    error = ProtocolError(
+                        "internal", "Internal monitor error", f"{exc!r}; see the domain's monitor log."
+                    )
+                    writer.write(protocol.reply_error(request_id, error))
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass

@@ -67,12 +67,17 @@ def ensure_private_dir(path: Path) -> None:
         os.chmod(path, 0o700)
 
 
-def write_atomic(path: Path, data: str) -> None:
-    """Write a file so readers see the old or the new contents, never a torn one."""
+def write_atomic(path: Path, data: str, durable: bool = True) -> None:
+    """Write a file so readers see the old or the new contents, never a torn one.
+
+    ``durable=False`` skips the fsync: right for runtime state, which does not
+    outlive a reboot anyway.
+    """
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(temp, "w", encoding="utf-8") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.chmod(temp, 0o600)
     os.replace(temp, path)

@@ -94,6 +94,7 @@ class DomainRecord:
     guard: RestartGuard = field(default_factory=RestartGuard)
     lifecycle_waiters: list[asyncio.Future[str]] = field(default_factory=list)
     last_seq: int = 0
+    cpu_attached: asyncio.Future[None] | None = None
 
     @property
     def name(self) -> str:
@@ -267,6 +268,16 @@ class Pvd:
         if record.expect_exit:
             self._forget(record, "destroyed")
             return
+        if record.pid and _alive(record.pid):
+            # Only the connection broke: the monitor still runs its domain. Reconnect.
+            for _ in range(50):
+                with contextlib.suppress(OSError):
+                    await self._link(record)
+                    log.warning("%s: reconnected to its monitor", record.name)
+                    return
+                if not _alive(record.pid):
+                    break
+                await asyncio.sleep(0.1)
         reason = f"monitor process {record.pid} died"
         log.warning("%s: %s; on_crash=%s", record.name, reason, record.config.on_crash)
         record.crash_reason = reason
@@ -341,13 +352,25 @@ class Pvd:
             record = DomainRecord(spec, config, pid=pid, weight=config.cpu_weight, cap=config.cpu_cap)
             if guard is not None:
                 record.guard = guard
-            self.cpu.attach(config.name, pid, config.cpu_weight, config.cpu_cap)
             await self._link(record)
             self.records[config.name] = record
+        # Joining a cgroup costs 10-25 ms on cgroup v1 (an RCU grace period): it runs in a
+        # worker thread beside the reply, so the guest runs unweighted for those milliseconds.
+        self._attach_cpu_control(record)
         await self._refresh(record)
         self._broadcast("state", config.name, {"state": record.state, "detail": "created"})
         log.info("created %s (domid %d, pid %d)", config.name, domid, pid)
         return record
+
+    def _attach_cpu_control(self, record: DomainRecord) -> None:
+        def attach() -> None:
+            try:
+                self.cpu.attach(record.name, record.pid or 0, record.weight, record.cap)
+            except (OSError, PvtuiError) as exc:
+                log.warning("%s: cannot apply weight/cap: %s", record.name, exc)
+
+        task = asyncio.get_running_loop().run_in_executor(None, attach)
+        record.cpu_attached = task
 
     # --- stats ------------------------------------------------------------------------
     async def _refresh(self, record: DomainRecord) -> None:
@@ -597,6 +620,8 @@ class Pvd:
             cap = args.get("cap", record.cap)
             if record.pid is None:
                 raise PvtuiError(f"{name} has no monitor", "Nothing to schedule.")
+            if record.cpu_attached is not None:
+                await record.cpu_attached
             self.cpu.apply(name, record.pid, weight, cap)
             record.weight, record.cap = weight, cap
             return {"name": name, "weight": weight, "cap": cap, "backend": self.cpu.backend}
@@ -631,6 +656,13 @@ class Pvd:
         if self.records.get(record.name) is record:
             self._forget(record, "destroyed")
         return {"name": record.name, "state": "dead"}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _size(value: int | str) -> int:

@@ -283,7 +283,7 @@ class Domain:
             self._state = state
             self._paused = False
             self.shutdown_reason = reason
-            for runner in self.runners.values():
+            for runner in list(self.runners.values()):
                 runner.stop()
         self._finished.set()
         self._emit("shutdown", state, detail)
@@ -301,7 +301,7 @@ class Domain:
             if self._state is not DomainState.RUNNING or self._paused:
                 raise DomainError(f"Domain {self.name} is {self.state.value}", "Only a running domain can be paused.")
             self._paused = True
-            for runner in self.runners.values():
+            for runner in list(self.runners.values()):
                 runner.pause()
         for runner in list(self.runners.values()):
             runner.wait_parked(2.0)
@@ -312,7 +312,7 @@ class Domain:
             if not self._paused:
                 raise DomainError(f"Domain {self.name} is not paused", "Only a paused domain can be unpaused.")
             self._paused = False
-            for runner in self.runners.values():
+            for runner in list(self.runners.values()):
                 runner.unpause()
         self.vcpu_state_changed()
 
@@ -341,7 +341,7 @@ class Domain:
         self._emit("state", DomainState.DEAD)
 
     def _release_resources(self) -> None:
-        for runner in self.runners.values():
+        for runner in list(self.runners.values()):
             if runner.thread is None or not runner.thread.is_alive():
                 runner.vcpu.close()
         if hasattr(self, "shared"):
@@ -409,9 +409,10 @@ class Domain:
             struct.pack_into("<Q", self.shared, abi.SI_BALLOON_TARGET_PAGES, target_bytes // layout.PAGE_SIZE)
             self._control_changed()
 
-    def set_online_vcpus(self, count: int, unplug_timeout: float = 2.0) -> None:
-        """Ask for ``count`` online vCPUs: the guest brings new ones up itself; unplugged
-        ones are given ``unplug_timeout`` seconds to go down through vcpu_op, then forced."""
+    def set_online_vcpus(self, count: int, guest_timeout: float = 2.0) -> None:
+        """Ask for ``count`` online vCPUs. The guest brings new ones up itself and takes
+        unplugged ones down through vcpu_op; both get ``guest_timeout`` seconds, after
+        which an unplug is forced (a plug the guest ignores stays pending)."""
         if not 1 <= count <= self.max_vcpus:
             raise DomainError(
                 f"Cannot give {self.name} {count} vCPUs",
@@ -423,15 +424,18 @@ class Domain:
             self._wanted_mask = (1 << count) - 1
             struct.pack_into("<Q", self.shared, abi.SI_VCPU_ONLINE_MASK, self._wanted_mask)
             self._control_changed()
-            leaving = [r for vcpu_id, r in self.runners.items() if vcpu_id >= count and r.is_up]
+            leaving = [r for vcpu_id, r in list(self.runners.items()) if vcpu_id >= count and r.is_up]
             for runner in leaving:
                 self.raise_event(runner.id, abi.PORT_CONTROL)
-        deadline = time.monotonic() + unplug_timeout
+        deadline = time.monotonic() + guest_timeout
         for runner in leaving:
             while runner.is_up and time.monotonic() < deadline:
                 time.sleep(0.002)
             if runner.is_up and not self.vcpu_wanted(runner.id):
                 runner.take_down()
+        # New vCPUs are brought up by the guest; give it the same time to do so.
+        while self.online_vcpus < count and time.monotonic() < deadline and not self.finished:
+            time.sleep(0.001)
 
     def pin_vcpu(self, vcpu_id: int, cpus: set[int] | None) -> None:
         """Pin a vCPU's thread to host CPUs (None: any CPU). Checked before anything moves."""
@@ -482,7 +486,7 @@ class Domain:
     def vcpu_host_cpus(self) -> dict[int, int | None]:
         """The host CPU each vCPU thread last ran on (xl vcpu-list's CPU column)."""
         result: dict[int, int | None] = {}
-        for vcpu_id, runner in self.runners.items():
+        for vcpu_id, runner in list(self.runners.items()):
             result[vcpu_id] = None
             if runner.native_id and runner.state != "stopped":
                 try:
@@ -505,7 +509,7 @@ class Domain:
         """Host CPU seconds of each vCPU thread (user + system; guest time is in user)."""
         threads = {t.id: t.user_time + t.system_time for t in psutil.Process().threads()}
         times = {}
-        for vcpu_id, runner in self.runners.items():
+        for vcpu_id, runner in list(self.runners.items()):
             if runner.final_cpu_time_s is not None:
                 times[vcpu_id] = runner.final_cpu_time_s
             else:
@@ -530,7 +534,7 @@ class Domain:
                 per_vcpu.get(vcpu_id, 0),
                 sorted(runner.affinity) if runner.affinity else None,
             )
-            for vcpu_id, runner in sorted(self.runners.items())
+            for vcpu_id, runner in sorted(list(self.runners.items()))
         ]
         alive = self._state not in (DomainState.DEAD,)
         guest_used = struct.unpack_from("<Q", self.shared, abi.SI_GUEST_USED_PAGES)[0] if alive else 0

@@ -79,7 +79,10 @@ static void memory_loop(u64 vcpu)
                 break;
         }
         report_used_pages(first + touched);
-        sleep_until(vcpu, rate ? start + slice_ns : 0);
+        if (rate)
+            sleep_until(vcpu, start + slice_ns);
+        else if (touched >= ws)
+            sleep_until(vcpu, 0);   /* all resident: nothing to do until the engine asks */
     }
 }
 

@@ -1,0 +1,160 @@
+"""Daemon benchmarks: a private pvd, real monitors, measured through the client module.
+
+python bench/daemon.py          # table
+python bench/daemon.py --json   # one JSON object
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+from _common import REPO, p50, percentile, report
+
+MIB = 1 << 20
+GIB = 1 << 30
+
+
+def define(domains: Path, name: str, body: str) -> str:
+    path = domains / f"{name}.yaml"
+    path.write_text(f"name: {name}\n{body}")
+    return str(path)
+
+
+async def create_to_running(client, domains: Path, samples: int) -> float:
+    times = []
+    path = define(domains, "bootme", "memory: 32M\n")
+    for _ in range(samples):
+        start = time.perf_counter()
+        summary = await client.create(path)  # the reply comes once the guest runs
+        times.append((time.perf_counter() - start) * 1000)
+        assert summary.state in ("running", "blocked"), summary.state
+        await client.destroy("bootme")
+    return p50(times)
+
+
+def cli_list(env: dict[str, str], samples: int) -> float:
+    times = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "pvtui", "list"], env=env, check=True, capture_output=True)
+        times.append((time.perf_counter() - start) * 1000)
+    return p50(times)
+
+
+async def vcpu_hotplug(client, domains: Path, rounds: int) -> float:
+    """Request to the first hypercall the guest makes on the new vCPU (engine clock, shared)."""
+    times = []
+    for r in range(rounds):
+        name = f"hot{r}"
+        await client.create(define(domains, name, "vcpus: 1\nmaxvcpus: 8\nmemory: 32M\n"))
+        await asyncio.sleep(0.2)
+        for count in range(2, 9):
+            requested = time.monotonic_ns()
+            await client.vcpu_set(name, count)
+            new = count - 1
+            while True:
+                records = [
+                    h for h in await client.hypercalls(name, limit=200) if h.vcpu == new and h.time_ns >= requested
+                ]
+                if records:
+                    times.append((min(h.time_ns for h in records) - requested) / 1e6)
+                    break
+                await asyncio.sleep(0.002)
+        await client.destroy(name)
+    return p50(times)
+
+
+async def mem_set_1g(client, domains: Path, rounds: int) -> float:
+    times = []
+    path = define(domains, "balloon", "memory: 1400M\nworkload: {type: memory, wss: 1400M, touch_rate: 0}\n")
+    for _ in range(rounds):
+        summary = await client.create(path)
+        monitor = psutil.Process(summary.pid)
+        # Wait for the guest's own report that its whole working set is resident.
+        while (await client.info("balloon"))["stats"]["memory"]["guest_used_bytes"] < 1390 * MIB:
+            await asyncio.sleep(0.05)
+        before = monitor.memory_info().rss
+        start = time.perf_counter()
+        await client.mem_set("balloon", "300M")
+        while before - monitor.memory_info().rss < GIB:
+            await asyncio.sleep(0.0005)
+        times.append((time.perf_counter() - start) * 1000)
+        await client.destroy("balloon")
+    return p50(times)
+
+
+async def overhead_mib(client, domains: Path) -> float:
+    summary = await client.create(define(domains, "lean", "memory: 32M\n"))
+    await asyncio.sleep(1.5)
+    info = await client.info("lean")
+    uss = psutil.Process(summary.pid).memory_full_info().uss
+    guest = info["stats"]["memory"]["rss_bytes"]
+    await client.destroy("lean")
+    return (uss - guest) / MIB
+
+
+async def density(client, domains: Path, count: int, samples: int) -> tuple[int, float]:
+    for i in range(count):
+        await client.create(define(domains, f"d{i:02d}", "memory: 32M\n"))
+    await asyncio.sleep(2.0)
+    running = sum(1 for d in await client.list_domains() if d.state in ("running", "blocked"))
+    times = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        await client.list_domains()
+        times.append((time.perf_counter() - start) * 1000)
+        await asyncio.sleep(0.02)
+    for i in range(count):
+        await client.destroy(f"d{i:02d}")
+    return running, percentile(times, 95)
+
+
+async def main_async(args: argparse.Namespace) -> list[tuple[str, float, str, str]]:
+    from pvtui.client import Client
+
+    quick = args.quick
+    with tempfile.TemporaryDirectory(prefix="pvtui-bench-") as tmp:
+        runtime, domains = Path(tmp) / "run", Path(tmp) / "domains"
+        domains.mkdir()
+        os.environ.update(PVTUI_RUNTIME_DIR=str(runtime), PVTUI_DOMAINS_DIR=str(domains))
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        client = await Client.connect(start=True, domains_dir=domains)
+        try:
+            rows = [
+                (
+                    "create_to_running_ms_p50",
+                    await create_to_running(client, domains, 5 if quick else 20),
+                    "ms",
+                    "<= 30",
+                ),
+                ("cli_list_ms_p50", cli_list(env, 5 if quick else 20), "ms", "<= 200"),
+                ("vcpu_hotplug_ms_p50", await vcpu_hotplug(client, domains, 1 if quick else 3), "ms", "<= 5"),
+                ("mem_set_1g_ms_p50", await mem_set_1g(client, domains, 1 if quick else 5), "ms", "<= 200"),
+                ("domain_overhead_mib", await overhead_mib(client, domains), "MiB", "<= 6"),
+            ]
+            running, list_p95 = await density(client, domains, 16 if quick else 64, 20 if quick else 100)
+            rows += [("density_domains", running, "", "64"), ("list_ms_p95", list_p95, "ms", "<= 50")]
+            return rows
+        finally:
+            await client.engine_stop(destroy_domains=True)
+            await client.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="fewer samples (smoke test)")
+    args = parser.parse_args()
+    report("pvtui daemon benchmarks", asyncio.run(main_async(args)), args.json)
+
+
+if __name__ == "__main__":
+    main()
