@@ -7,7 +7,16 @@ from pvtui.engine.clock import tsc_to_ns_mul_shift
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("64M", 64 << 20), ("2G", 2 << 30), ("1.5G", 3 << 29), ("512KiB", 512 << 10), (128, 128 << 20), ("4k", 4096)],
+    [
+        ("64M", 64 << 20),
+        ("2G", 2 << 30),
+        ("1.5G", 3 << 29),
+        ("512KiB", 512 << 10),
+        (128, 128 << 20),
+        ("4k", 4096),
+        ("4096B", 4096),
+        ("2MiB", 2 << 20),
+    ],
 )
 def test_parse_size(text, expected):
     assert parse_size(text) == expected

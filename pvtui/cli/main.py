@@ -98,8 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
-        parser.print_help()
-        return EXIT_OK
+        from pvtui.ui.app import main as tui_main
+
+        return tui_main()
     try:
         return args.handler(args)
     except PvtuiError as exc:

@@ -216,10 +216,12 @@ class Client:
         return await self.call("sched_credit", **args)
 
     async def mem_set(self, name: str, size: int | str) -> dict[str, Any]:
-        return await self.call("mem_set", name=name, size=size)
+        """Balloon target: ``size`` in bytes (int) or human units ("512M")."""
+        return await self.call("mem_set", name=name, size=_size_arg(size))
 
     async def mem_max(self, name: str, size: int | str) -> dict[str, Any]:
-        return await self.call("mem_max", name=name, size=size)
+        """Grow present memory to ``size`` (bytes, or "1G")."""
+        return await self.call("mem_max", name=name, size=_size_arg(size))
 
     async def console(self, name: str, offset: int = 0) -> tuple[str, int]:
         result = await self.call("console", name=name, offset=offset)
@@ -236,6 +238,11 @@ class Client:
 
     async def engine_stop(self, destroy_domains: bool = False) -> dict[str, Any]:
         return await self.call("engine_stop", destroy_domains=destroy_domains)
+
+
+def _size_arg(size: int | str) -> str:
+    """The wire form of a size: pvd reads a bare number as MiB (as xl does), so bytes get a unit."""
+    return f"{size}B" if isinstance(size, int) else size
 
 
 def spawn_pvd(domains_dir: Path | None) -> None:

@@ -66,6 +66,8 @@ OPS: dict[str, dict[str, Any]] = {
     "subscribe": {"topics": list, "domains?": list},
     "engine_stop": {"destroy_domains?": bool},
 }
+#: Requests whose reply is the monitor's stats after the change.
+FRESH_STATS_OPS = {"pause", "unpause", "vcpu_set", "vcpu_pin", "mem_set", "mem_max"}
 TOPICS = {"stats", "state", "console", "hypercalls", "lifecycle"}
 STATS_INTERVAL_S = 1.0
 HYPERCALL_POLL_S = 0.25
@@ -407,7 +409,7 @@ class Pvd:
             if any(c.topics & {"stats"} for c in self.clients):
                 for record in records:
                     self._broadcast("stats", record.name, record.summary())
-                self._broadcast("host", None, self.host_info())
+                self._broadcast("stats", None, self.host_info(), kind="host")
             await asyncio.sleep(max(0.05, STATS_INTERVAL_S - (time.monotonic() - started)))
 
     def host_info(self) -> dict[str, Any]:
@@ -441,7 +443,8 @@ class Pvd:
             await asyncio.sleep(HYPERCALL_POLL_S)
         self._hypercall_tasks.pop(record.name, None)
 
-    def _broadcast(self, topic: str, domain: str | None, data: Any) -> None:
+    def _broadcast(self, topic: str, domain: str | None, data: Any, kind: str | None = None) -> None:
+        """Send an event to every client subscribed to ``topic`` (``kind`` names it, default the topic)."""
         message: bytes | None = None
         for client in list(self.clients):
             if not client.wants(topic, domain):
@@ -455,7 +458,7 @@ class Pvd:
                 client.writer.close()
                 self.clients.discard(client)
                 continue
-            message = message or protocol.event(topic, domain, data)
+            message = message or protocol.event(kind or topic, domain, data)
             client.writer.write(message)
 
     # --- clients -----------------------------------------------------------------------
@@ -575,6 +578,15 @@ class Pvd:
             return {"stopping": True, "domains_left": len(self.records)}
 
         name = args["name"]
+        result = await self._handle_domain(op, name, args)
+        if op in FRESH_STATS_OPS and isinstance(result, dict) and name in self.records:
+            # The monitor answered with its stats after the change: list shows it at once.
+            record = self.records[name]
+            record.stats = result
+            record.state = result.get("state", record.state)
+        return result
+
+    async def _handle_domain(self, op: str, name: str, args: dict[str, Any]) -> Any:
         if op == "info":
             record = self._record(name)
             await self._refresh(record)

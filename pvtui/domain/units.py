@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 
-_UNITS = {"": 1 << 20, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1 << 20, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([KMGT])(?:i?B)?|(B))?\s*$", re.IGNORECASE)
 
 
 def parse_size(value: object) -> int:
-    """Bytes in ``value``: an int (MiB) or a string like ``64M``, ``1.5G``, ``512KiB``."""
+    """Bytes in ``value``: an int (MiB) or a string like ``64M``, ``1.5G``, ``512KiB``, ``4096B``."""
     if isinstance(value, bool):
         raise ValueError("expected a size like 512M or 2G, not true/false")
     if isinstance(value, int):
@@ -19,8 +19,8 @@ def parse_size(value: object) -> int:
     if isinstance(value, str):
         match = _SIZE.match(value)
         if match:
-            number, unit = match.groups()
-            return int(float(number) * _UNITS[unit.upper()])
+            number, unit, plain_bytes = match.groups()
+            return int(float(number) * _UNITS[(unit or plain_bytes or "").upper()])
     raise ValueError(f"expected a size like 512M or 2G (K, M, G, T; a bare number is MiB), got {value!r}")
 
 

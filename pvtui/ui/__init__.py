@@ -1,0 +1,1 @@
+"""The Textual UI. Nothing outside this package imports Textual."""

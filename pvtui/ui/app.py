@@ -1,0 +1,415 @@
+"""The pvtui application: screens, actions on the selected domain, the engine link.
+
+The engine is reached through :class:`pvtui.client.Client` in async workers,
+so nothing blocks the UI; pvd's events arrive as :class:`EngineEvent`
+messages. Screens get data pushed down; they post messages up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+
+from pvtui.client import Client, DomainSummary, EngineError, HostInfo, default_domains_dir
+from pvtui.ui.dialogs import ConfirmDialog, PickDialog, ValueDialog, cpus_check, int_check, size_check
+from pvtui.ui.screens.domain import DomainScreen
+from pvtui.ui.screens.domains import DomainsScreen
+from pvtui.ui.screens.editor import TEMPLATE, EditorScreen, diff_configs
+from pvtui.ui.screens.help import HelpScreen
+from pvtui.ui.screens.rebalance import RebalanceScreen
+
+MIB = 1 << 20
+MEMORY_STEP = 64 * MIB
+
+#: (action, title, help) for the command palette; every keyed action is here.
+ACTIONS: list[tuple[str, str, str]] = [
+    ("create", "Create domain", "Start a domain from a definition in the domains directory"),
+    ("new_domain", "New domain from template", "Write a new definition and edit it"),
+    ("shutdown", "Shut down domain", "Ask the selected domain to power off"),
+    ("destroy", "Destroy domain", "Stop the selected domain at once (asks first)"),
+    ("pause", "Pause / unpause domain", "Stop or resume the selected domain's vCPUs"),
+    ("reboot", "Reboot domain", "Ask the selected domain to reboot"),
+    ("set_vcpus", "Set vCPUs", "Hot-plug or unplug vCPUs of the selected domain"),
+    ("vcpus_delta(1)", "Add a vCPU", "One vCPU more for the selected domain"),
+    ("vcpus_delta(-1)", "Remove a vCPU", "One vCPU less for the selected domain"),
+    ("set_memory", "Set memory target", "Balloon target of the selected domain"),
+    ("memory_delta(1)", "Memory +64M", "Raise the selected domain's balloon target"),
+    ("memory_delta(-1)", "Memory -64M", "Lower the selected domain's balloon target"),
+    ("pin", "Pin a vCPU", "Pin a vCPU of the selected domain to host CPUs"),
+    ("sched", "Weight and cap", "Credit-scheduler weight and cap of the selected domain"),
+    ("edit", "Edit definition", "Open the selected domain's YAML in the editor"),
+    ("rebalance", "Rebalance", "Move vCPUs and memory between domains"),
+    ("help", "Help", "Every key"),
+]
+
+
+@dataclass
+class EngineEvent(Message):
+    """One event from pvd (stats, host, state, lifecycle)."""
+
+    event: dict[str, Any]
+
+
+class PvtuiApp(App[None]):
+    CSS_PATH = "pvtui.tcss"
+    TITLE = "pvtui"
+    SUB_TITLE = "paravirtual domains on KVM"
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help"),
+        Binding("n", "new_domain", "New", show=False),
+        Binding("c", "create", "Create"),
+        Binding("s", "shutdown", "Shutdown"),
+        Binding("D", "destroy", "Destroy"),
+        Binding("p", "pause", "Pause"),
+        Binding("r", "reboot", "Reboot", show=False),
+        Binding("plus", "vcpus_delta(1)", "+vCPU", show=False),
+        Binding("minus", "vcpus_delta(-1)", "-vCPU", show=False),
+        Binding("right_square_bracket", "memory_delta(1)", "+64M", show=False),
+        Binding("left_square_bracket", "memory_delta(-1)", "-64M", show=False),
+        Binding("v", "set_vcpus", "vCPUs", show=False),
+        Binding("m", "set_memory", "Memory", show=False),
+        Binding("i", "pin", "Pin", show=False),
+        Binding("w", "sched", "Weight/cap", show=False),
+        Binding("e", "edit", "Edit"),
+        Binding("b", "rebalance", "Rebalance"),
+    ]
+
+    def __init__(self, domains_dir: Path | None = None) -> None:
+        super().__init__()
+        self.domains_dir = domains_dir or default_domains_dir()
+        self.client: Client | None = None
+        self.domains: dict[str, DomainSummary] = {}
+        self.host: HostInfo | None = None
+        self.domains_screen = DomainsScreen()
+
+    # --- engine ------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        self.push_screen(self.domains_screen)
+        self.connect_engine()
+
+    @work(exclusive=True, group="engine")
+    async def connect_engine(self) -> None:
+        """Connect (starting pvd if needed), load the registry, then follow events."""
+        while True:
+            try:
+                self.client = await Client.connect(start=True, domains_dir=self.domains_dir)
+                events = await Client.connect(start=False)
+                await events.subscribe(["stats", "state", "lifecycle"])
+                await self.reload()
+                async for event in events.events():
+                    self.post_message(EngineEvent(event))
+                self.notify("Lost the connection to pvd; reconnecting…", title="Engine", severity="warning")
+            except EngineError as exc:
+                self.notify(exc.message, title=exc.title, severity="error")
+            await asyncio.sleep(2.0)
+
+    async def reload(self) -> None:
+        if self.client is None:
+            return
+        self.host = await self.client.host()
+        self.domains = {d.name: d for d in await self.client.list_domains()}
+        self.push_data(sample=True)
+
+    def push_data(self, sample: bool) -> None:
+        self.domains_screen.update_data(sorted(self.domains.values(), key=lambda d: d.domid), self.host, sample)
+
+    def on_engine_event(self, message: EngineEvent) -> None:
+        event = message.event
+        kind, name, data = event.get("event"), event.get("domain"), event.get("data") or {}
+        if kind == "stats":
+            self.domains[name] = DomainSummary.from_dict(data)
+        elif kind == "host":
+            self.host = HostInfo.from_dict(data)
+            self.push_data(sample=True)
+        elif kind == "state":
+            if data.get("state") == "dead":
+                self.domains.pop(name, None)
+                self.push_data(sample=False)
+            elif name in self.domains:
+                self.domains[name] = dataclasses.replace(self.domains[name], state=data["state"])
+                self.push_data(sample=False)
+            else:
+                self.refresh_registry()
+        elif kind == "lifecycle" and data.get("what") in ("restarted", "preserved", "crash_loop", "destroyed"):
+            reason = data.get("crash_reason") or data.get("reason")
+            severity = "warning" if data.get("reason") == "crash" or data.get("what") == "crash_loop" else "information"
+            self.notify(f"{name}: {data['what']} ({reason})", title="Domain", severity=severity)
+
+    @work(group="engine-refresh")
+    async def refresh_registry(self) -> None:
+        await self.reload()
+
+    # --- selection and calls --------------------------------------------------------------
+    def selected_domain(self) -> str | None:
+        screen = self.screen
+        if isinstance(screen, DomainScreen):
+            return screen.domain_name
+        if isinstance(screen, DomainsScreen):
+            return screen.selected_name
+        return None
+
+    def _target(self) -> tuple[Client, str] | None:
+        name = self.selected_domain()
+        if self.client is None:
+            self.notify("Not connected to pvd yet.", title="Engine", severity="warning")
+            return None
+        if name is None:
+            self.notify("Select a domain first.", title="No domain")
+            return None
+        return self.client, name
+
+    @work(group="actions")
+    async def call(self, title: str, op: str, *args: Any, **kwargs: Any) -> None:
+        """Run one engine call; a refusal is shown with the engine's own message."""
+        if self.client is None:
+            return
+        try:
+            await getattr(self.client, op)(*args, **kwargs)
+        except EngineError as exc:
+            self.notify(exc.message, title=exc.title, severity="error", timeout=8)
+            return
+        self.notify(title)
+        await self.reload()
+
+    def on_domains_screen_selected(self, message: DomainsScreen.Selected) -> None:
+        if self.client is not None:
+            self.push_screen(DomainScreen(message.name, self.client))
+
+    # --- actions --------------------------------------------------------------------------
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_shutdown(self) -> None:
+        if target := self._target():
+            self.call(f"asked {target[1]} to shut down", "shutdown", target[1])
+
+    def action_reboot(self) -> None:
+        if target := self._target():
+            self.call(f"asked {target[1]} to reboot", "reboot", target[1])
+
+    def action_destroy(self) -> None:
+        if not (target := self._target()):
+            return
+        name = target[1]
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                if isinstance(self.screen, DomainScreen):
+                    self.pop_screen()
+                self.call(f"{name} destroyed", "destroy", name)
+
+        self.push_screen(ConfirmDialog(f"Destroy {name} now? Its guest gets no chance to shut down."), confirmed)
+
+    def action_pause(self) -> None:
+        if target := self._target():
+            name = target[1]
+            paused = self.domains.get(name) and self.domains[name].state == "paused"
+            self.call(f"{name} {'unpaused' if paused else 'paused'}", "unpause" if paused else "pause", name)
+
+    def action_vcpus_delta(self, delta: int) -> None:
+        if (target := self._target()) and (domain := self.domains.get(target[1])):
+            self.call(
+                f"{domain.name}: {domain.vcpus_online + delta} vCPUs",
+                "vcpu_set",
+                domain.name,
+                domain.vcpus_online + delta,
+            )
+
+    def action_memory_delta(self, delta: int) -> None:
+        if (target := self._target()) and (domain := self.domains.get(target[1])):
+            size = domain.memory.target_bytes + delta * MEMORY_STEP
+            self.call(f"{domain.name}: memory target {size // MIB} MiB", "mem_set", domain.name, size)
+
+    def action_set_vcpus(self) -> None:
+        if (target := self._target()) and (domain := self.domains.get(target[1])):
+            self._ask(
+                ValueDialog(
+                    f"vCPUs online for {domain.name}",
+                    str(domain.vcpus_online),
+                    f"1 to {domain.vcpus_max} (maxvcpus)",
+                    int_check(1, domain.vcpus_max),
+                ),
+                lambda value: self.call(f"{domain.name}: {value} vCPUs", "vcpu_set", domain.name, int(value)),
+            )
+
+    def action_set_memory(self) -> None:
+        if (target := self._target()) and (domain := self.domains.get(target[1])):
+            self._ask(
+                ValueDialog(
+                    f"Memory target for {domain.name}",
+                    f"{domain.memory.target_bytes // MIB}M",
+                    f"up to {domain.memory.present_bytes // MIB}M present (mem-max grows to "
+                    f"{domain.memory.max_bytes // MIB}M)",
+                    size_check,
+                ),
+                lambda value: self.call(f"{domain.name}: memory target {value}", "mem_set", domain.name, value),
+            )
+
+    def action_pin(self) -> None:
+        if (target := self._target()) and (domain := self.domains.get(target[1])):
+
+            def pick_cpus(vcpu: str | None) -> None:
+                if vcpu is None:
+                    return
+                self._ask(
+                    ValueDialog(
+                        f"Host CPUs for {domain.name} vCPU {vcpu}",
+                        "all",
+                        'Xen syntax: "0-3,^1", "2", "all"',
+                        cpus_check,
+                    ),
+                    lambda cpus: self.call(
+                        f"{domain.name} vCPU {vcpu} pinned to {cpus}", "vcpu_pin", domain.name, int(vcpu), cpus
+                    ),
+                )
+
+            self._ask(
+                ValueDialog(
+                    f"Which vCPU of {domain.name}?",
+                    "0",
+                    f"0 to {domain.vcpus_max - 1}",
+                    int_check(0, domain.vcpus_max - 1),
+                ),
+                pick_cpus,
+            )
+
+    def action_sched(self) -> None:
+        if (target := self._target()) and (domain := self.domains.get(target[1])):
+
+            def set_cap(weight: str | None) -> None:
+                if weight is None:
+                    return
+                self._ask(
+                    ValueDialog(
+                        f"Cap for {domain.name}",
+                        str(domain.cap),
+                        "percent of one host CPU, 0 = none",
+                        int_check(0, 3200),
+                    ),
+                    lambda cap: self.call(
+                        f"{domain.name}: weight {weight}, cap {cap}", "sched_credit", domain.name, int(weight), int(cap)
+                    ),
+                )
+
+            self._ask(
+                ValueDialog(
+                    f"Weight for {domain.name}", str(domain.weight), "1 to 65535 (default 256)", int_check(1, 65535)
+                ),
+                set_cap,
+            )
+
+    def _ask(self, dialog: Screen[str | None], then: Any) -> None:
+        def done(value: str | None) -> None:
+            if value is not None:
+                then(value)
+
+        self.push_screen(dialog, done)
+
+    def action_create(self) -> None:
+        running = set(self.domains)
+        files = sorted(p.name for p in self.domains_dir.glob("*.yaml"))
+        choices = [f for f in files if Path(f).stem not in running] or files
+        if not choices:
+            self.notify(f"No definitions in {self.domains_dir}; press n for a new one.", title="Create")
+            return
+        self.push_screen(
+            PickDialog(f"Start which definition? ({self.domains_dir})", choices),
+            lambda choice: choice and self.call(f"created from {choice}", "create", str(self.domains_dir / choice)),
+        )
+
+    def action_new_domain(self) -> None:
+        def open_editor(name: str | None) -> None:
+            if name:
+                path = self.domains_dir / f"{name}.yaml"
+                text = path.read_text() if path.exists() else TEMPLATE.format(name=name)
+                self.push_screen(EditorScreen(path, text))
+
+        self._ask(
+            ValueDialog(
+                "Name of the new domain",
+                "",
+                "letters, digits, _ . -",
+                lambda v: (
+                    None
+                    if v and v.replace("-", "").replace("_", "").replace(".", "").isalnum()
+                    else "letters, digits, _ . -"
+                ),
+            ),
+            open_editor,
+        )
+
+    def action_edit(self) -> None:
+        if not (target := self._target()):
+            return
+        domain = self.domains.get(target[1])
+        path = Path(domain.definition) if domain and domain.definition else self.domains_dir / f"{target[1]}.yaml"
+        if not path.exists():
+            self.notify(f"{path} does not exist.", title="No definition", severity="error")
+            return
+        self.push_screen(EditorScreen(path))
+
+    def on_editor_screen_saved(self, message: EditorScreen.Saved) -> None:
+        self.apply_definition(message)
+
+    @work(group="actions")
+    async def apply_definition(self, message: EditorScreen.Saved) -> None:
+        new = message.new
+        domain = self.domains.get(new.name)
+        if domain is None or self.client is None or message.old is None:
+            self.notify(f"Saved {message.path.name}. Press c to start it.", title="Saved")
+            return
+        live, restart = diff_configs(message.old, new)
+        applied: list[str] = []
+        try:
+            for change in live:
+                if change.key == "vcpus":
+                    await self.client.vcpu_set(new.name, new.vcpus)
+                elif change.key == "memory":
+                    if new.memory > domain.memory.present_bytes:
+                        await self.client.mem_max(new.name, new.memory)
+                    await self.client.mem_set(new.name, new.memory)
+                elif change.key in ("cpu_weight", "cpu_cap"):
+                    await self.client.sched_credit(new.name, new.cpu_weight, new.cpu_cap)
+                elif change.key == "cpus":
+                    for vcpu in range(new.maxvcpus_or_vcpus):
+                        cpus = new.vcpu_affinity(vcpu)
+                        await self.client.vcpu_pin(new.name, vcpu, ",".join(map(str, sorted(cpus))) if cpus else "all")
+                applied.append(change.key)
+        except EngineError as exc:
+            self.notify(
+                f"{exc.message} (applied so far: {', '.join(applied) or 'nothing'})", title=exc.title, severity="error"
+            )
+            return
+        parts = [f"saved {message.path.name}"]
+        if applied:
+            parts.append("applied live: " + ", ".join(applied))
+        if restart:
+            parts.append("needs a restart: " + ", ".join(restart))
+        self.notify("; ".join(parts), title="Definition", timeout=8)
+        await self.reload()
+
+    def action_rebalance(self) -> None:
+        if self.client is not None:
+            self.push_screen(RebalanceScreen(self.client, list(self.domains.values()), self.host))
+
+    # --- command palette -----------------------------------------------------------------
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for action, title, help_text in ACTIONS:
+            yield SystemCommand(title, help_text, lambda a=action: self.run_action(a))
+
+
+def main(domains_dir: Path | None = None) -> int:
+    PvtuiApp(domains_dir).run()
+    return 0

@@ -1,0 +1,61 @@
+"""Text renderings used across screens: bars, sparklines, human units, history."""
+
+from __future__ import annotations
+
+from collections import deque
+
+MIB = 1 << 20
+SPARK = " ▁▂▃▄▅▆▇█"
+HISTORY = 20
+
+
+def spark(values: list[float] | deque[float], top: float) -> str:
+    """One character per sample, scaled to ``top``."""
+    if top <= 0:
+        top = 1.0
+    return "".join(SPARK[min(8, max(0, round(v / top * 8)))] for v in values)
+
+
+def bar(fraction: float, width: int = 20) -> str:
+    """A horizontal bar in eighths: 0.0 empty, 1.0 full."""
+    fraction = max(0.0, min(1.0, fraction))
+    eighths = round(fraction * width * 8)
+    full, part = divmod(eighths, 8)
+    partial = "▏▎▍▌▋▊▉"[part - 1] if part else ""
+    return ("█" * full + partial).ljust(width, "·")
+
+
+def mib(num_bytes: int) -> str:
+    value = num_bytes / MIB
+    return f"{value / 1024:.1f}G" if value >= 10240 else f"{value:.0f}M"
+
+
+def duration(seconds: float) -> str:
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours:02d}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s"
+
+
+class History:
+    """Recent samples per key, for sparklines."""
+
+    def __init__(self, length: int = HISTORY) -> None:
+        self.length = length
+        self._series: dict[str, deque[float]] = {}
+
+    def add(self, key: str, value: float) -> deque[float]:
+        series = self._series.setdefault(key, deque([0.0] * self.length, maxlen=self.length))
+        series.append(value)
+        return series
+
+    def get(self, key: str) -> deque[float]:
+        return self._series.get(key) or deque([0.0] * self.length, maxlen=self.length)
+
+    def forget(self, key: str) -> None:
+        self._series.pop(key, None)

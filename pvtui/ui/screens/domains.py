@@ -1,0 +1,227 @@
+"""The home screen: host summary and every domain, xentop-style, live."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.css.query import NoMatches
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Static
+
+from pvtui.client import DomainSummary, HostInfo
+from pvtui.ui.format import History, duration, mib, spark
+
+COLUMNS: list[tuple[str, str]] = [
+    ("name", "NAME"),
+    ("state", "STATE"),
+    ("cpu_pct", "CPU%"),
+    ("cpu_hist", "CPU history"),
+    ("vcpus", "VCPUS"),
+    ("mem", "MEM"),
+    ("mem_hist", "MEM history"),
+    ("balloon", "TARGET/HELD"),
+    ("maxmem", "MAXMEM"),
+    ("mem_pct", "MEM%"),
+    ("cpu_s", "CPU(s)"),
+    ("hcalls", "HCALL/s"),
+    ("uptime", "UPTIME"),
+    ("id", "ID"),
+]
+SORT_KEYS = {
+    "name": lambda d: d.name,
+    "state": lambda d: d.state,
+    "cpu_pct": lambda d: d.cpu_percent,
+    "cpu_hist": lambda d: d.cpu_percent,
+    "vcpus": lambda d: d.vcpus_online,
+    "mem": lambda d: d.memory.held_bytes,
+    "mem_hist": lambda d: d.memory.rss_bytes,
+    "balloon": lambda d: d.memory.target_bytes,
+    "maxmem": lambda d: d.memory.max_bytes,
+    "mem_pct": lambda d: d.memory.held_bytes,
+    "cpu_s": lambda d: d.cpu_s,
+    "hcalls": lambda d: d.hypercalls_per_s,
+    "uptime": lambda d: d.uptime_s,
+    "id": lambda d: d.domid,
+}
+FLAGS = {"running": "r", "blocked": "b", "paused": "p", "shutdown": "s", "crashed": "c", "dying": "d"}
+
+
+def host_line(host: HostInfo | None, domains: list[DomainSummary]) -> str:
+    if host is None:
+        return "connecting to pvd…"
+    states = ", ".join(f"{n} {s}" for s, n in sorted(host.domains_by_state.items())) or "no domains"
+    return (
+        f"host: {host.cpus} CPUs at {host.cpu_percent:.0f}%  │  "
+        f"memory: {mib(host.memory_total)} total, {mib(host.memory_given)} to domains, "
+        f"{mib(host.memory_available)} free  │  domains: {len(domains)} ({states})"
+    )
+
+
+def row_cells(d: DomainSummary, history: History, memory_total: int) -> dict[str, str]:
+    cpu_series = history.get(f"cpu:{d.name}")
+    mem_series = history.get(f"mem:{d.name}")
+    return {
+        "name": d.name,
+        "state": f"{FLAGS.get(d.state, '-')} {d.state}",
+        "cpu_pct": f"{d.cpu_percent:5.1f}",
+        "cpu_hist": spark(list(cpu_series)[-10:], max(100.0, max(cpu_series))),
+        "vcpus": f"{d.vcpus_online}/{d.vcpus_max}",
+        "mem": mib(d.memory.held_bytes),
+        "mem_hist": spark(list(mem_series)[-10:], max(d.memory.max_bytes, 1)),
+        "balloon": f"{mib(d.memory.target_bytes)}/{mib(d.memory.held_bytes)}",
+        "maxmem": mib(d.memory.max_bytes),
+        "mem_pct": f"{100 * d.memory.held_bytes / max(memory_total, 1):4.1f}",
+        "cpu_s": f"{d.cpu_s:8.1f}",
+        "hcalls": f"{d.hypercalls_per_s:8.1f}",
+        "uptime": duration(d.uptime_s),
+        "id": str(d.domid),
+    }
+
+
+class DomainsScreen(Screen[None]):
+    """Sort with 1-9 and 0 (again to reverse), filter with /, Enter opens a domain."""
+
+    AUTO_FOCUS = "#domains"
+
+    BINDINGS = [
+        Binding("enter", "open", "Open", show=True),
+        Binding("slash", "filter", "Filter"),
+        Binding("escape", "clear_filter", "Clear filter", show=False),
+        *[Binding(str((i + 1) % 10), f"sort({i})", f"Sort by {COLUMNS[i][1]}", show=False) for i in range(10)],
+    ]
+
+    @dataclass
+    class Selected(Message):
+        """The operator opened a domain."""
+
+        name: str
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.domains: list[DomainSummary] = []
+        self.host: HostInfo | None = None
+        self.history = History()
+        self.sort_column = "name"
+        self.sort_reverse = False
+        self.filter_text = ""
+        self._shown: dict[str, dict[str, str]] = {}
+        self._ready = False
+
+    def on_mount(self) -> None:
+        self._ready = True
+        self._show()
+
+    def compose(self) -> ComposeResult:
+        yield Static(host_line(None, []), id="host")
+        yield Input(placeholder="filter by name (Enter to apply, Esc to clear)", id="filter", classes="hidden")
+        table: DataTable[str] = DataTable(id="domains", cursor_type="row", zebra_stripes=True)
+        for key, label in COLUMNS:
+            table.add_column(label, key=key)
+        yield table
+        yield Static("", id="status")
+        yield Footer()
+
+    @property
+    def table(self) -> DataTable[str]:
+        return self.query_one("#domains", DataTable)
+
+    @property
+    def selected_name(self) -> str | None:
+        table = self.table
+        if not table.row_count:
+            return None
+        row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+        return str(row_key.value)
+
+    def update_data(self, domains: list[DomainSummary], host: HostInfo | None, sample: bool) -> None:
+        """New figures from the engine; ``sample`` adds a point to the histories."""
+        self.domains = domains
+        self.host = host
+        if sample:
+            for d in domains:
+                self.history.add(f"cpu:{d.name}", d.cpu_percent)
+                self.history.add(f"mem:{d.name}", d.memory.held_bytes)
+        if self.is_current and self._ready:
+            self._show()
+
+    def on_screen_resume(self) -> None:
+        self._show()
+
+    def _show(self) -> None:
+        """Render only while on screen: hidden screens keep data, not widgets, current."""
+        try:
+            host = self.query_one("#host", Static)
+        except NoMatches:  # the app is closing and took the widgets away
+            return
+        host.update(host_line(self.host, self.domains))
+        self._render_rows()
+
+    def _visible(self) -> list[DomainSummary]:
+        key = SORT_KEYS[self.sort_column]
+        rows = [d for d in self.domains if self.filter_text.lower() in d.name.lower()]
+        return sorted(rows, key=key, reverse=self.sort_reverse)
+
+    def _render_rows(self) -> None:
+        """Update cells in place; rebuild only when the set or order of rows changes."""
+        table = self.table
+        memory_total = self.host.memory_total if self.host else 1
+        visible = self._visible()
+        order = [d.name for d in visible]
+        cells = {d.name: row_cells(d, self.history, memory_total) for d in visible}
+        if order != list(self._shown):
+            selected = self.selected_name
+            table.clear()
+            for name in order:
+                table.add_row(*(cells[name][key] for key, _ in COLUMNS), key=name)
+            if selected in order:
+                table.move_cursor(row=order.index(selected), animate=False)
+        else:
+            for name in order:
+                for key, value in cells[name].items():
+                    if self._shown[name].get(key) != value:
+                        table.update_cell(name, key, value)
+        self._shown = cells
+
+    def action_sort(self, index: int) -> None:
+        column = COLUMNS[index][0]
+        self.sort_reverse = (
+            not self.sort_reverse if column == self.sort_column else column not in ("name", "state", "id")
+        )
+        self.sort_column = column
+        self.query_one("#status", Static).update(
+            f"sorted by {COLUMNS[index][1]}{' (descending)' if self.sort_reverse else ''}"
+        )
+        self._render_rows()
+
+    def action_filter(self) -> None:
+        field = self.query_one("#filter", Input)
+        field.remove_class("hidden")
+        field.focus()
+
+    def action_clear_filter(self) -> None:
+        field = self.query_one("#filter", Input)
+        field.value = ""
+        field.add_class("hidden")
+        self.filter_text = ""
+        self.table.focus()
+        self._render_rows()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "filter":
+            self.filter_text = event.value.strip()
+            self._render_rows()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "filter":
+            self.table.focus()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.post_message(self.Selected(str(event.row_key.value)))
+
+    def action_open(self) -> None:
+        name = self.selected_name
+        if name:
+            self.post_message(self.Selected(name))

@@ -1,0 +1,182 @@
+"""Rebalancing: host capacity against allocations and measured demand; plan, then apply."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from pvtui.client import Client, DomainSummary, HostInfo
+from pvtui.rebalance import Allocation, Limits, Outcome, Plan, Step, apply_plan, make_plan, suggest
+from pvtui.ui.format import mib
+
+MIB = 1 << 20
+MEMORY_STEP = 64 * MIB
+MIN_MEMORY = 16 * MIB
+
+
+class RebalanceScreen(Screen[None]):
+    BINDINGS = [
+        Binding("escape", "app.pop_screen", "Back"),
+        Binding("plus", "vcpus(1)", "+vCPU"),
+        Binding("minus", "vcpus(-1)", "-vCPU"),
+        Binding("right_square_bracket", "memory(1)", "+64M"),
+        Binding("left_square_bracket", "memory(-1)", "-64M"),
+        Binding("g", "suggest", "Suggest"),
+        Binding("u", "reset", "Undo edits"),
+        Binding("a", "apply", "Apply plan"),
+    ]
+
+    @dataclass
+    class Applied(Message):
+        outcome: Outcome
+
+    def __init__(self, client: Client, domains: list[DomainSummary], host: HostInfo | None) -> None:
+        super().__init__()
+        self.client = client
+        self.host = host
+        self.domains = {d.name: d for d in domains if d.state in ("running", "blocked", "paused")}
+        self.current = {n: Allocation(d.vcpus_online, d.memory.target_bytes) for n, d in self.domains.items()}
+        self.wanted = dict(self.current)
+
+    def limits(self) -> dict[str, Limits]:
+        return {
+            n: Limits(d.vcpus_max, MIN_MEMORY, d.memory.present_bytes, d.cpu_percent, d.memory.guest_used_bytes)
+            for n, d in self.domains.items()
+        }
+
+    def plan(self) -> Plan:
+        free = self.host.memory_available - 256 * MIB if self.host else 0
+        cpus = self.host.cpus if self.host else 1
+        return make_plan(self.current, self.wanted, self.limits(), free, cpus)
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="capacity")
+        table: DataTable[str] = DataTable(id="alloc", cursor_type="row")
+        for key, label in (
+            ("name", "DOMAIN"),
+            ("cpu", "CPU% used"),
+            ("vcpus", "VCPUS now→plan"),
+            ("max", "MAX"),
+            ("used", "GUEST USED"),
+            ("mem", "MEMORY now→plan"),
+            ("present", "PRESENT"),
+        ):
+            table.add_column(label, key=key)
+        yield table
+        yield Static("", id="plan")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._show()
+
+    @property
+    def selected(self) -> str | None:
+        table = self.query_one("#alloc", DataTable)
+        if not table.row_count:
+            return None
+        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+
+    def _show(self) -> None:
+        table = self.query_one("#alloc", DataTable)
+        for name, d in sorted(self.domains.items()):
+            now, want = self.current[name], self.wanted[name]
+            cells = {
+                "name": name,
+                "cpu": f"{d.cpu_percent:.0f}",
+                "vcpus": f"{now.vcpus} → {want.vcpus}" if want.vcpus != now.vcpus else str(now.vcpus),
+                "max": str(d.vcpus_max),
+                "used": mib(d.memory.guest_used_bytes),
+                "mem": f"{mib(now.memory)} → {mib(want.memory)}" if want.memory != now.memory else mib(now.memory),
+                "present": mib(d.memory.present_bytes),
+            }
+            if name in table.rows:
+                for key, value in cells.items():
+                    table.update_cell(name, key, value)
+            else:
+                table.add_row(*cells.values(), key=name)
+        plan = self.plan()
+        host = self.host
+        capacity = "host: unknown"
+        if host:
+            allocated = sum(w.vcpus for w in self.wanted.values())
+            capacity = (
+                f"host: {host.cpus} CPUs, {allocated} vCPUs planned  │  "
+                f"memory: {mib(host.memory_total)} total, {mib(host.memory_available)} free now, "
+                f"{mib(max(plan.memory_free_after, 0))} free after the plan"
+            )
+        self.query_one("#capacity", Static).update(capacity)
+        lines = [
+            f"plan: ({len(plan.steps)} steps; donors first: {', '.join(plan.givers()) or 'none'}; "
+            f"receivers: {', '.join(plan.takers()) or 'none'})"
+        ]
+        lines += [f"  {i + 1}. {step.describe()}" for i, step in enumerate(plan.steps)] or ["  nothing to change"]
+        lines += [f"  [red]{problem}[/red]" for problem in plan.problems]
+        self.query_one("#plan", Static).update("\n".join(lines))
+
+    def _adjust(self, vcpus: int = 0, memory: int = 0) -> None:
+        name = self.selected
+        if name is None:
+            return
+        want = self.wanted[name]
+        limit = self.limits()[name]
+        self.wanted[name] = Allocation(
+            max(1, min(limit.max_vcpus, want.vcpus + vcpus)),
+            max(limit.min_memory, min(limit.max_memory, want.memory + memory)),
+        )
+        self._show()
+
+    def action_vcpus(self, delta: int) -> None:
+        self._adjust(vcpus=delta)
+
+    def action_memory(self, delta: int) -> None:
+        self._adjust(memory=delta * MEMORY_STEP)
+
+    def action_suggest(self) -> None:
+        self.wanted = suggest(self.current, self.limits())
+        self._show()
+        self.notify("Suggested from measured CPU use and guest memory use; review, then press a.", title="Suggest")
+
+    def action_reset(self) -> None:
+        self.wanted = dict(self.current)
+        self._show()
+
+    def action_apply(self) -> None:
+        plan = self.plan()
+        if not plan.ok:
+            self.notify("\n".join(plan.problems), title="Plan refused", severity="error")
+            return
+        if not plan.steps:
+            self.notify("Nothing to change.", title="Plan")
+            return
+        self.run_plan(plan)
+
+    @work(exclusive=True, group="rebalance")
+    async def run_plan(self, plan: Plan) -> None:
+        async def apply(step: Step, value: int) -> object:
+            if step.resource == "vcpus":
+                return await self.client.vcpu_set(step.domain, value)
+            return await self.client.mem_set(step.domain, value)
+
+        outcome = await apply_plan(plan, apply)
+        self.post_message(self.Applied(outcome))
+
+    def on_rebalance_screen_applied(self, message: Applied) -> None:
+        outcome = message.outcome
+        if outcome.failed is None:
+            self.current = dict(self.wanted)
+            self.notify(f"{len(outcome.done)} steps applied.", title="Rebalanced")
+        else:
+            undone = "rolled back" if outcome.rolled_back else "NOT rolled back"
+            self.notify(
+                f"{outcome.failed.describe()} failed: {outcome.error}. {len(outcome.done)} earlier steps {undone}.",
+                title="Plan failed",
+                severity="error",
+            )
+            self.wanted = dict(self.current)
+        self._show()

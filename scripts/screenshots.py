@@ -1,0 +1,88 @@
+"""Regenerate screenshots/*.svg: every screen of the real app on a private engine.
+
+    python scripts/screenshots.py
+
+Starts a pvd of its own (temporary runtime directory) with the sample
+domains, lets them run a few seconds so histories fill, then visits each
+screen with Textual's Pilot and saves an SVG. Needs /dev/kvm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+OUT = REPO / "screenshots"
+SIZE = (120, 36)
+
+
+async def capture(domains_dir: Path) -> None:
+    from pvtui.client import Client
+    from pvtui.ui.app import PvtuiApp
+
+    app = PvtuiApp(domains_dir)
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(100):
+            await pilot.pause(0.1)
+            if len(app.domains) >= 3 and app.host:
+                break
+        client = await Client.connect(start=False)
+        await client.create(domains_dir / "batch.yaml")
+        await client.close()
+        await pilot.pause(6.0)
+        shots = [
+            ("domains", []),
+            ("domain", ["down", "down", "enter", "wait"]),
+            ("domain-rates", ["t", "wait"]),
+            ("domain-console", ["c"]),
+            ("rebalance", ["escape", "b", "g"]),
+            ("editor", ["escape", "escape", "e"]),
+            ("help", ["escape", "question_mark"]),
+        ]
+        for name, keys in shots:
+            for key in keys:
+                if key == "wait":
+                    await pilot.pause(2.5)
+                else:
+                    await pilot.press(key)
+            await pilot.pause(0.6)
+            app.save_screenshot(str(OUT / f"{name}.svg"))
+            print(f"screenshots/{name}.svg")
+        await pilot.press("escape")
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.3)
+        await pilot.press(*"vcpu")
+        await pilot.pause(0.6)
+        app.save_screenshot(str(OUT / "palette.svg"))
+        print("screenshots/palette.svg")
+
+
+def main() -> int:
+    OUT.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="pvtui-shots-") as tmp:
+        runtime, domains = Path(tmp) / "run", Path(tmp) / "domains"
+        shutil.copytree(REPO / "domains", domains)
+        os.environ.update(PVTUI_RUNTIME_DIR=str(runtime), PVTUI_DOMAINS_DIR=str(domains))
+        try:
+            asyncio.run(capture(domains))
+        finally:
+
+            async def stop() -> None:
+                from pvtui.client import Client
+
+                client = await Client.connect(start=False)
+                await client.engine_stop(destroy_domains=True)
+                await client.close()
+
+            asyncio.run(stop())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

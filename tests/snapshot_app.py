@@ -1,0 +1,75 @@
+"""A deterministic app for snapshot tests: the real screens fed fixed figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import App
+
+from pvtui.client import DomainSummary, HostInfo, MemoryInfo
+from pvtui.ui.screens.domains import DomainsScreen
+
+MIB = 1 << 20
+CSS = Path(__file__).resolve().parent.parent / "pvtui" / "ui" / "pvtui.tcss"
+
+HOST = HostInfo(
+    cpus=8,
+    cpu_percent=37.5,
+    memory_total=32768 * MIB,
+    memory_available=30000 * MIB,
+    memory_given=448 * MIB,
+    domains=3,
+    domains_by_state={"blocked": 2, "running": 1},
+    cpu_control="cgroup1",
+)
+
+
+def summary(name: str, domid: int, state: str, cpu: float, vcpus: tuple[int, int], memory: int) -> DomainSummary:
+    mem = MemoryInfo(memory, memory, 2 * memory, memory, memory, memory // 3, memory // 2)
+    return DomainSummary(
+        name=name,
+        domid=domid,
+        state=state,
+        pid=1000 + domid,
+        cpu_s=cpu * 3.0,
+        cpu_percent=cpu,
+        vcpus_online=vcpus[0],
+        vcpus_max=vcpus[1],
+        memory=mem,
+        hypercalls_total=1000 * domid,
+        hypercalls_per_s=12.5 * domid,
+        uptime_s=3725.0 * domid,
+        weight=256,
+        cap=0,
+    )
+
+
+DOMAINS = [
+    summary("web", 1, "running", 48.2, (2, 4), 128 * MIB),
+    summary("cache", 2, "blocked", 3.1, (1, 2), 192 * MIB),
+    summary("logger", 3, "blocked", 0.4, (1, 1), 64 * MIB),
+]
+
+
+class DomainsSnapshotApp(App[None]):
+    CSS_PATH = str(CSS)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.screen_under_test = DomainsScreen()
+
+    async def on_mount(self) -> None:
+        await self.push_screen(self.screen_under_test)
+        for step in range(10):  # a fixed history for the sparklines
+            scaled = [
+                summary(
+                    d.name,
+                    d.domid,
+                    d.state,
+                    d.cpu_percent * (step + 1) / 10,
+                    (d.vcpus_online, d.vcpus_max),
+                    d.memory.boot_bytes,
+                )
+                for d in DOMAINS
+            ]
+            self.screen_under_test.update_data(scaled, HOST, sample=True)
