@@ -269,31 +269,44 @@ def test_bad_requests_get_errors_and_change_nothing(engine: Engine, payload: byt
     assert engine.json("list") == before or [d["name"] for d in engine.json("list")] == [d["name"] for d in before]
 
 
-def test_connection_from_another_uid_is_refused(engine: Engine):
-    nobody = 65534
+NOBODY = 65534
+
+
+def as_nobody(action) -> bytes:
+    """Run ``action()`` in a forked child that became uid/gid nobody; its bytes come back."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
-    if pid == 0:  # child: become nobody, then try to talk to pvd
+    if pid == 0:
         os.close(read_fd)
-        outcome = "connected"
         try:
-            os.setgid(nobody)
-            os.setuid(nobody)
-            with socket.socket(socket.AF_UNIX) as sock:
-                sock.connect(str(engine.runtime / "pvd.sock"))
-                sock.sendall(b'{"v": 1, "id": 1, "op": "list"}\n')
-                outcome = sock.recv(4096).decode() or "closed"
-        except PermissionError:
-            outcome = "EACCES"
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            result = action()
         except Exception as exc:
-            outcome = repr(exc)
-        os.write(write_fd, outcome.encode())
+            result = repr(exc).encode()
+        os.write(write_fd, result)
         os._exit(0)
     os.close(write_fd)
     os.waitpid(pid, 0)
-    outcome = os.read(read_fd, 65536).decode()
+    data = os.read(read_fd, 65536)
     os.close(read_fd)
-    assert outcome == "EACCES", "the 0700 runtime directory keeps other users out"
+    return data
+
+
+def ask_pvd(sock_path: str) -> bytes:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(sock_path)
+        sock.sendall(b'{"v": 1, "id": 1, "op": "list"}\n')
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+    return data
+
+
+def test_connection_from_another_uid_is_refused(engine: Engine):
+    sock_path = str(engine.runtime / "pvd.sock")
+    outcome = as_nobody(lambda: ask_pvd(sock_path))
+    assert outcome == b"PermissionError(13, 'Permission denied')", "the 0700 runtime directory keeps other users out"
 
     # Even if the directory is opened up by mistake, pvd checks the peer's uid.
     opened = [p for p in [engine.runtime, *engine.runtime.parents] if p != p.parent]
@@ -302,34 +315,13 @@ def test_connection_from_another_uid_is_refused(engine: Engine):
         path.chmod(modes[path] | 0o011)
     (engine.runtime / "pvd.sock").chmod(0o666)
     try:
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(read_fd)
-            try:
-                os.setgid(nobody)
-                os.setuid(nobody)
-                with socket.socket(socket.AF_UNIX) as sock:
-                    sock.connect(str(engine.runtime / "pvd.sock"))
-                    sock.sendall(b'{"v": 1, "id": 1, "op": "list"}\n')
-                    data = b""
-                    while chunk := sock.recv(4096):
-                        data += chunk
-                os.write(write_fd, data)
-            except Exception as exc:
-                os.write(write_fd, repr(exc).encode())
-            finally:
-                os._exit(0)
-        os.close(write_fd)
-        os.waitpid(pid, 0)
-        raw = os.read(read_fd, 65536)
-        assert raw.startswith(b"{"), raw
-        reply = json.loads(raw)
-        os.close(read_fd)
+        raw = as_nobody(lambda: ask_pvd(sock_path))
     finally:
         for path, mode in modes.items():
             path.chmod(mode)
         (engine.runtime / "pvd.sock").chmod(0o600)
+    assert raw.startswith(b"{"), raw
+    reply = json.loads(raw)
     assert reply["ok"] is False and reply["error"]["code"] == "permission"
     assert "Run pvtui as that user" in reply["error"]["message"]
 

@@ -8,9 +8,6 @@ engine nor the UI, so ``pvtui list`` starts fast.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
-import json
 import os
 import subprocess
 import sys
@@ -21,7 +18,7 @@ from typing import Any
 
 from pvtui.client.models import DomainSummary, HostInfo, HypercallInfo, VcpuInfo
 from pvtui.daemon import paths
-from pvtui.daemon.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION
+from pvtui.daemon.protocol import MAX_MESSAGE_BYTES, Channel
 from pvtui.errors import PvtuiError
 
 START_TIMEOUT_S = 15.0
@@ -49,13 +46,19 @@ def default_domains_dir() -> Path:
 
 class Client:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Any]] = {}
         self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-        self._task = asyncio.get_running_loop().create_task(self._read_loop())
-        self.closed = False
+        self._channel = Channel(
+            reader,
+            writer,
+            on_event=self._events.put_nowait,
+            on_closed=lambda: self._events.put_nowait(None),
+            error=lambda e: EngineError(e.get("title", "Error"), e.get("message", ""), e.get("code", "error")),
+            lost=lambda: EngineError("Lost the connection to pvd", "Is it still running? Retry.", "down"),
+        )
+
+    @property
+    def closed(self) -> bool:
+        return self._channel.closed
 
     # --- connecting ---------------------------------------------------------------------
     @classmethod
@@ -96,11 +99,7 @@ class Client:
         return client
 
     async def close(self) -> None:
-        self.closed = True
-        self._task.cancel()
-        with contextlib.suppress(Exception):
-            self._writer.close()
-            await self._writer.wait_closed()
+        self._channel.close()
 
     async def __aenter__(self) -> Client:
         return self
@@ -110,54 +109,7 @@ class Client:
 
     # --- transport ------------------------------------------------------------------------
     async def call(self, op: str, **args: Any) -> Any:
-        if self.closed:
-            raise EngineError("Disconnected from pvd", "Reconnect (pvd may have stopped).", "down")
-        request_id = next(self._ids)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
-        payload = {"v": PROTOCOL_VERSION, "id": request_id, "op": op, "args": args}
-        self._writer.write(json.dumps(payload, separators=(",", ":")).encode() + b"\n")
-        await self._writer.drain()
-        try:
-            return await future
-        finally:
-            self._pending.pop(request_id, None)
-
-    async def _read_loop(self) -> None:
-        try:
-            while True:
-                line = await self._reader.readline()
-                if not line:
-                    break
-                message = json.loads(line)
-                if "event" in message:
-                    await self._events.put(message)
-                    continue
-                future = self._pending.get(message.get("id"))
-                # A reply without an id (e.g. a refused connection) fails every waiter.
-                futures = list(self._pending.values()) if future is None else [future]
-                for waiter in futures:
-                    if waiter.done():
-                        continue
-                    if message.get("ok"):
-                        waiter.set_result(message.get("result"))
-                    else:
-                        error = message.get("error") or {}
-                        waiter.set_exception(
-                            EngineError(
-                                error.get("title", "Error"), error.get("message", ""), error.get("code", "error")
-                            )
-                        )
-        except (ConnectionError, json.JSONDecodeError, ValueError):
-            pass
-        finally:
-            self.closed = True
-            for waiter in self._pending.values():
-                if not waiter.done():
-                    waiter.set_exception(
-                        EngineError("Lost the connection to pvd", "Is it still running? Retry.", "down")
-                    )
-            await self._events.put(None)
+        return await self._channel.request(op, args)
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         """Events this connection subscribed to, until the connection closes."""

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,8 @@ class MonitorGone(Exception):
 
 
 class MonitorLink:
+    """pvd's side of one monitor's socket (a :class:`~pvtui.daemon.protocol.Channel`)."""
+
     def __init__(
         self,
         reader: asyncio.StreamReader,
@@ -27,14 +27,18 @@ class MonitorLink:
         on_event: Callable[[dict[str, Any]], None],
         on_lost: Callable[[], None],
     ) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._on_event = on_event
-        self._on_lost = on_lost
-        self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Any]] = {}
-        self.closed = False
-        self._task = asyncio.get_running_loop().create_task(self._read_loop())
+        self._channel = protocol.Channel(
+            reader,
+            writer,
+            on_event,
+            on_lost,
+            error=lambda e: ProtocolError(e.get("code", "error"), e.get("title", "Error"), e.get("message", "")),
+            lost=MonitorGone,
+        )
+
+    @property
+    def closed(self) -> bool:
+        return self._channel.closed
 
     @classmethod
     async def connect(
@@ -46,50 +50,7 @@ class MonitorLink:
         return link
 
     async def request(self, op: str, **args: Any) -> Any:
-        if self.closed:
-            raise MonitorGone()
-        request_id = next(self._ids)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
-        self._writer.write(protocol.encode({"id": request_id, "op": op, "args": args}))
-        await self._writer.drain()
-        try:
-            return await asyncio.wait_for(future, REQUEST_TIMEOUT_S)
-        finally:
-            self._pending.pop(request_id, None)
-
-    async def _read_loop(self) -> None:
-        try:
-            while True:
-                line = await self._reader.readline()
-                if not line:
-                    break
-                message = protocol.decode(line)
-                if "event" in message:
-                    self._on_event(message)
-                    continue
-                future = self._pending.get(message.get("id"))
-                if future is None or future.done():
-                    continue
-                if message.get("ok"):
-                    future.set_result(message.get("result"))
-                else:
-                    error = message.get("error") or {}
-                    future.set_exception(
-                        ProtocolError(error.get("code", "error"), error.get("title", "Error"), error.get("message", ""))
-                    )
-        except (ConnectionError, ProtocolError, ValueError):
-            pass
-        finally:
-            self.closed = True
-            for future in self._pending.values():
-                if not future.done():
-                    future.set_exception(MonitorGone())
-            with contextlib.suppress(Exception):
-                self._writer.close()
-            self._on_lost()
+        return await self._channel.request(op, args, REQUEST_TIMEOUT_S)
 
     def close(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(Exception):
-            self._writer.close()
+        self._channel.close()

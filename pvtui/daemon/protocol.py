@@ -14,7 +14,11 @@ unknown op or argument is answered with an error and changes nothing.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,3 +117,80 @@ def reply_error(request_id: int | None, error: ProtocolError) -> bytes:
 
 def event(kind: str, domain: str | None, data: Any) -> bytes:
     return encode({"event": kind, "domain": domain, "data": data})
+
+
+class Channel:
+    """One JSON-lines connection: requests matched to replies by id, events to a callback.
+
+    Used by the client (to pvd) and by pvd (to each monitor); they differ only
+    in what an error reply and a lost connection become.
+    """
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        on_event: Callable[[dict[str, Any]], None],
+        on_closed: Callable[[], None],
+        error: Callable[[dict[str, Any]], Exception],
+        lost: Callable[[], Exception],
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._on_event = on_event
+        self._on_closed = on_closed
+        self._error = error
+        self._lost = lost
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self.closed = False
+        self._task = asyncio.get_running_loop().create_task(self._read_loop())
+
+    async def request(self, op: str, args: dict[str, Any], timeout: float | None = None) -> Any:
+        if self.closed:
+            raise self._lost()
+        request_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        self._writer.write(encode({"id": request_id, "op": op, "args": args}))
+        await self._writer.drain()
+        try:
+            return await (asyncio.wait_for(future, timeout) if timeout else future)
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                line = await self._reader.readline()
+                if not line:
+                    break
+                message = decode(line)
+                if "event" in message:
+                    self._on_event(message)
+                    continue
+                future = self._pending.get(message.get("id"))
+                # A reply without an id (e.g. a refused connection) answers every waiter.
+                for waiter in list(self._pending.values()) if future is None else [future]:
+                    if waiter.done():
+                        continue
+                    if message.get("ok"):
+                        waiter.set_result(message.get("result"))
+                    else:
+                        waiter.set_exception(self._error(message.get("error") or {}))
+        except (ConnectionError, ProtocolError, ValueError):
+            pass
+        finally:
+            self.closed = True
+            for waiter in self._pending.values():
+                if not waiter.done():
+                    waiter.set_exception(self._lost())
+            with contextlib.suppress(Exception):
+                self._writer.close()
+            self._on_closed()
+
+    def close(self) -> None:
+        self.closed = True
+        self._task.cancel()
+        with contextlib.suppress(Exception):
+            self._writer.close()
