@@ -31,15 +31,16 @@ def mib(num_bytes: int) -> str:
 
 
 def duration(seconds: float) -> str:
+    """Minute resolution: a per-second uptime would repaint every row of a table every second."""
     seconds = int(seconds)
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
+    minutes = rest // 60
     if days:
         return f"{days}d{hours:02d}h"
     if hours:
         return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s"
+    return f"{minutes}m" if minutes else "<1m"
 
 
 class History:

@@ -162,7 +162,7 @@ class DomainScreen(Screen[None]):
         try:
             text, _ = await events.console(self.domain_name)
             self.post_message(self.ConsoleText(text))
-            records = await events.hypercalls(self.domain_name, limit=300)
+            records = await events.hypercalls(self.domain_name, limit=100)
             self.post_message(self.Records(records))
             await events.subscribe(["console", "hypercalls"], [self.domain_name])
             async for event in events.events():
@@ -241,6 +241,7 @@ class DomainScreen(Screen[None]):
 
     def _append_records(self, records: list[HypercallInfo]) -> None:
         table = self.query_one("#records", DataTable)
+        rows = []
         for record in records:
             if record.seq <= self.last_seq:
                 continue  # the initial load and the subscription overlap
@@ -251,15 +252,17 @@ class DomainScreen(Screen[None]):
                 self.log_start_ns = record.time_ns
             args = " ".join(f"{a:#x}" for a in record.args[:3])
             op = record.op + (" (mc)" if record.in_multicall else "")
-            table.add_row(
-                f"{(record.time_ns - self.log_start_ns) / 1e9:10.4f}",
-                str(record.vcpu),
-                op,
-                args,
-                str(record.result),
-                f"{record.latency_ns / 1000:.1f}",
-                key=str(record.seq),
+            rows.append(
+                (
+                    f"{(record.time_ns - self.log_start_ns) / 1e9:10.4f}",
+                    str(record.vcpu),
+                    op,
+                    args,
+                    str(record.result),
+                    f"{record.latency_ns / 1000:.1f}",
+                )
             )
+        table.add_rows(rows)  # one batch: one layout
         while table.row_count > MAX_LOG_ROWS:
             table.remove_row(table.coordinate_to_cell_key((0, 0)).row_key)
         if self.follow and table.row_count:
