@@ -14,6 +14,7 @@ from textual.widgets import DataTable, RichLog, Static, TextArea
 
 from pvtui.ui.app import PvtuiApp
 from pvtui.ui.screens.domain import DomainScreen
+from pvtui.ui.screens.domains import COLUMNS
 from pvtui.ui.screens.editor import EditorScreen
 from pvtui.ui.screens.rebalance import RebalanceScreen
 from tests.conftest import Engine
@@ -95,6 +96,10 @@ async def test_domains_view_sorts_and_filters(engine: Engine, two_domains):
         await pilot.press("1")  # name
         names = [str(table.coordinate_to_cell_key((i, 0)).row_key.value) for i in range(table.row_count)]
         assert names == sorted(names)
+        for _ in range(len(COLUMNS) - 1):  # < walks left through every column, wrapping round
+            await pilot.press("less_than_sign")
+        assert app.domains_screen.sort_column == COLUMNS[1][0]
+        await pilot.press("1")
         await pilot.press("slash", *"bet", "enter")
         assert [str(table.coordinate_to_cell_key((i, 0)).row_key.value) for i in range(table.row_count)] == ["beta"]
         await pilot.press("escape")

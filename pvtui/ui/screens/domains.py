@@ -82,7 +82,7 @@ def row_cells(d: DomainSummary, history: History, memory_total: int) -> dict[str
 
 
 class DomainsScreen(Screen[None]):
-    """Sort with 1-9 and 0 (again to reverse), filter with /, Enter opens a domain."""
+    """Sort with 1-9 and 0 (again to reverse) or < > through every column, filter with /, Enter opens a domain."""
 
     AUTO_FOCUS = "#domains"
 
@@ -91,6 +91,8 @@ class DomainsScreen(Screen[None]):
         Binding("slash", "filter", "Filter"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
         *[Binding(str((i + 1) % 10), f"sort({i})", f"Sort by {COLUMNS[i][1]}", show=False) for i in range(10)],
+        Binding("less_than_sign", "sort_step(-1)", "Sort column left", show=False),
+        Binding("greater_than_sign", "sort_step(1)", "Sort column right", show=False),
     ]
 
     @dataclass
@@ -191,6 +193,17 @@ class DomainsScreen(Screen[None]):
             not self.sort_reverse if column == self.sort_column else column not in ("name", "state", "id")
         )
         self.sort_column = column
+        self.query_one("#status", Static).update(
+            f"sorted by {COLUMNS[index][1]}{' (descending)' if self.sort_reverse else ''}"
+        )
+        self._render_rows()
+
+    def action_sort_step(self, step: int) -> None:
+        """Move the sort to the next column left or right (reaches every column)."""
+        keys = [key for key, _ in COLUMNS]
+        index = (keys.index(self.sort_column) + step) % len(keys)
+        self.sort_reverse = keys[index] not in ("name", "state", "id")
+        self.sort_column = keys[index]
         self.query_one("#status", Static).update(
             f"sorted by {COLUMNS[index][1]}{' (descending)' if self.sort_reverse else ''}"
         )

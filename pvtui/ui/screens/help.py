@@ -24,6 +24,7 @@ HELP = """\
 | --- | --- |
 | `↑` `↓` `enter` | select, open the domain view |
 | `1`…`9`, `0` | sort by column 1…10 (again: reverse) |
+| `<` `>` | sort by the column left / right (every column) |
 | `/` | filter by name |
 | `n` | new domain from a template |
 | `c` | create (start) a domain from a definition |
