@@ -188,25 +188,21 @@ class DomainsScreen(Screen[None]):
         self._shown = cells
 
     def action_sort(self, index: int) -> None:
+        """Sort by column ``index``; the same column again reverses."""
         column = COLUMNS[index][0]
-        self.sort_reverse = (
-            not self.sort_reverse if column == self.sort_column else column not in ("name", "state", "id")
-        )
-        self.sort_column = column
-        self.query_one("#status", Static).update(
-            f"sorted by {COLUMNS[index][1]}{' (descending)' if self.sort_reverse else ''}"
-        )
-        self._render_rows()
+        self._sort_by(index, not self.sort_reverse if column == self.sort_column else None)
 
     def action_sort_step(self, step: int) -> None:
         """Move the sort to the next column left or right (reaches every column)."""
         keys = [key for key, _ in COLUMNS]
-        index = (keys.index(self.sort_column) + step) % len(keys)
-        self.sort_reverse = keys[index] not in ("name", "state", "id")
-        self.sort_column = keys[index]
-        self.query_one("#status", Static).update(
-            f"sorted by {COLUMNS[index][1]}{' (descending)' if self.sort_reverse else ''}"
-        )
+        self._sort_by((keys.index(self.sort_column) + step) % len(keys), None)
+
+    def _sort_by(self, index: int, reverse: bool | None) -> None:
+        """``reverse`` None: text columns ascending, figures descending."""
+        column, label = COLUMNS[index]
+        self.sort_column = column
+        self.sort_reverse = reverse if reverse is not None else column not in ("name", "state", "id")
+        self.query_one("#status", Static).update(f"sorted by {label}{' (descending)' if self.sort_reverse else ''}")
         self._render_rows()
 
     def action_filter(self) -> None:
