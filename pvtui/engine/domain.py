@@ -254,9 +254,18 @@ class Domain:
         return DomainState.RUNNING
 
     def vcpu_state_changed(self) -> None:
+        """Emit a state event for lifecycle changes (paused, shut down, ...).
+
+        Running <-> blocked flips with every sched_op block, many times a second
+        for a guest sleeping on timers; that is not news (the 1 Hz stats carry
+        the sampled state, as xentop shows it), so it raises no event.
+        """
         state = self.state
-        if state is not self._last_state:
-            self._last_state = state
+        if state is self._last_state:
+            return
+        flapping = {state, self._last_state} <= {DomainState.RUNNING, DomainState.BLOCKED}
+        self._last_state = state
+        if not flapping:
             self._emit("state", state)
 
     def _emit(self, kind: str, state: DomainState, detail: str = "") -> None:
