@@ -81,12 +81,10 @@ class HypercallAccounting:
         result: int,
         time_ns: int,
         latency_ns: int,
-        in_multicall: bool = False,
     ) -> None:
+        """One call made on its own (multicall entries go through record_batch)."""
         counter[op] += 1
-        self._append(
-            self._pack(next(self._seq), time_ns, vcpu, op, a1, a2, a3, a4, a5, result, latency_ns, in_multicall)
-        )
+        self._append(self._pack(next(self._seq), time_ns, vcpu, op, a1, a2, a3, a4, a5, result, latency_ns, False))
 
     def record_batch(
         self,

@@ -16,7 +16,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import psutil
@@ -94,7 +94,6 @@ class DomainStats:
     hypercalls_total: int
     shutdown_reason: str | None = None
     crash_reason: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form (the daemon's wire format)."""
@@ -394,7 +393,7 @@ class Domain:
             runner = self.runners.get(vcpu_id) or self._create_vcpu(vcpu_id)
             runner.bring_up()
 
-    def vcpu_down(self, vcpu_id: int, by: VcpuRunner) -> None:
+    def vcpu_down(self, vcpu_id: int) -> None:
         runner = self.runners.get(vcpu_id)
         if runner is not None and runner.is_up:
             runner.take_down()

@@ -55,9 +55,7 @@ class HypercallHandler:
         }
         self._table: dict[int, Handler] = {int(number): handler for number, handler in handlers.items()}
 
-    def dispatch(
-        self, runner: VcpuRunner, number: int, a1: int, a2: int, a3: int, a4: int, a5: int, in_multicall: bool = False
-    ) -> int | None:
+    def dispatch(self, runner: VcpuRunner, number: int, a1: int, a2: int, a3: int, a4: int, a5: int) -> int | None:
         """Run one hypercall and record it. This is the per-exit hot path: keep it lean."""
         start = time.monotonic_ns()
         handler = self._table.get(number)
@@ -74,7 +72,6 @@ class HypercallHandler:
             0 if result is None else result,
             start,
             time.monotonic_ns() - start,
-            in_multicall,
         )
         return result
 
@@ -148,7 +145,7 @@ class HypercallHandler:
             return EPERM
         if domain.vcpu_wanted(vcpu_id):
             return EBUSY
-        domain.vcpu_down(vcpu_id, by=runner)
+        domain.vcpu_down(vcpu_id)
         return 0
 
     # --- memory -----------------------------------------------------------

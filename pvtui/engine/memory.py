@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 
 from pvtui.engine.kvm import Vm
-from pvtui.engine.layout import LARGE_PAGE_SIZE, PAGE_SHIFT, PAGE_SIZE
+from pvtui.engine.layout import PAGE_SHIFT, PAGE_SIZE
 
 MADV_POPULATE_WRITE = 23
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -194,4 +194,4 @@ class GuestMemory:
                 slot.mapping.close()
 
 
-__all__ = ["LARGE_PAGE_SIZE", "GuestMemory", "Slot"]
+__all__ = ["GuestMemory", "Slot"]

@@ -64,10 +64,6 @@ class Kvm:
     def check_extension(self, cap: int) -> int:
         return fcntl.ioctl(self.fd, k.KVM_CHECK_EXTENSION, cap)
 
-    @property
-    def max_vcpus(self) -> int:
-        return self.check_extension(k.KVM_CAP_MAX_VCPUS) or self.check_extension(k.KVM_CAP_NR_VCPUS)
-
     def supported_cpuid(self) -> ctypes.Structure:
         """The host's KVM-supported CPUID table, fetched once."""
         if self._supported_cpuid is None:
@@ -110,9 +106,6 @@ class Vm:
     def create_vcpu(self, vcpu_id: int) -> Vcpu:
         return Vcpu(self, vcpu_id, fcntl.ioctl(self.fd, k.KVM_CREATE_VCPU, vcpu_id))
 
-    def stats_fd(self) -> int:
-        return fcntl.ioctl(self.fd, k.KVM_GET_STATS_FD, 0)
-
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
@@ -137,10 +130,6 @@ class Vcpu:
         # Ask KVM to copy the general registers into kvm_run on every exit, so
         # a hypercall needs no KVM_GET_REGS/KVM_SET_REGS (≈8 µs each here).
         self.run.kvm_valid_regs = k.KVM_SYNC_X86_REGS
-
-    def io_data(self) -> int:
-        """The 32-bit value of an ``out`` exit (the hypercall number)."""
-        return int.from_bytes(self._run_map[self.run.exit.io.data_offset : self.run.exit.io.data_offset + 4], "little")
 
     def get_regs(self) -> KvmRegs:
         regs = KvmRegs()
@@ -172,9 +161,6 @@ class Vcpu:
     def kvm_run(self) -> None:
         """Enter the guest; returns at the next exit (raises InterruptedError on a kick)."""
         fcntl.ioctl(self.fd, k.KVM_RUN, 0)
-
-    def stats_fd(self) -> int:
-        return fcntl.ioctl(self.fd, k.KVM_GET_STATS_FD, 0)
 
     def close(self) -> None:
         if self.fd >= 0:
