@@ -57,6 +57,7 @@ class DomainsSnapshotApp(App[None]):
     def __init__(self) -> None:
         super().__init__()
         self.screen_under_test = DomainsScreen()
+        self.screen_under_test.wall_clock = lambda: 0.0  # type: ignore[method-assign]
 
     async def on_mount(self) -> None:
         await self.push_screen(self.screen_under_test)

@@ -10,13 +10,14 @@ import json
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable, RichLog, Static, TextArea
+from textual.widgets import RichLog, Static, TextArea
 
 from pvtui.ui.app import PvtuiApp
 from pvtui.ui.screens.domain import DomainScreen
 from pvtui.ui.screens.domains import COLUMNS
 from pvtui.ui.screens.editor import EditorScreen
 from pvtui.ui.screens.rebalance import RebalanceScreen
+from pvtui.ui.table import LiveTable
 from tests.conftest import Engine
 
 MIB = 1 << 20
@@ -92,16 +93,16 @@ async def test_domains_view_sorts_and_filters(engine: Engine, two_domains):
         await pilot.pause(2.5)  # a stats cycle with CPU figures
         table = app.domains_screen.table
         await pilot.press("3")  # CPU%, descending
-        assert str(table.coordinate_to_cell_key((0, 0)).row_key.value) == "alpha"
+        assert table.row_keys[0] == "alpha"
         await pilot.press("1")  # name
-        names = [str(table.coordinate_to_cell_key((i, 0)).row_key.value) for i in range(table.row_count)]
+        names = table.row_keys
         assert names == sorted(names)
         for _ in range(len(COLUMNS) - 1):  # < walks left through every column, wrapping round
             await pilot.press("less_than_sign")
         assert app.domains_screen.sort_column == COLUMNS[1][0]
         await pilot.press("1")
         await pilot.press("slash", *"bet", "enter")
-        assert [str(table.coordinate_to_cell_key((i, 0)).row_key.value) for i in range(table.row_count)] == ["beta"]
+        assert table.row_keys == ["beta"]
         await pilot.press("escape")
         assert table.row_count >= 2
         assert "domains:" in str(app.domains_screen.query_one("#host", Static).render())
@@ -111,22 +112,22 @@ async def test_domain_view_vcpus_log_rates_console(engine: Engine, two_domains):
     app = PvtuiApp(engine.domains)
     async with app.run_test(size=(120, 36)) as pilot:
         await start(app, pilot, two_domains)
-        app.domains_screen.table.move_cursor(row=app.domains_screen.table.get_row_index("beta"))
+        app.domains_screen.table.move_cursor(app.domains_screen.table.get_row_index("beta"))
         await pilot.press("enter")
         assert await until(pilot, lambda: isinstance(app.screen, DomainScreen))
         screen = app.screen
-        records = screen.query_one("#records", DataTable)
+        records = screen.query_one("#records", LiveTable)
         assert await until(
-            pilot, lambda: records.row_count > 5 and screen.query_one("#vcpus", DataTable).row_count == 1
+            pilot, lambda: records.row_count > 5 and screen.query_one("#vcpus", LiveTable).row_count == 1
         )
         await pilot.press("slash", *"op:console_io", "enter")
         assert await until(pilot, lambda: records.row_count > 0)
-        ops = {str(records.get_cell_at((i, 2))) for i in range(records.row_count)}
+        ops = {records.get_cell(key, "op") for key in records.row_keys}
         assert ops == {"console_io"}
         await pilot.press("f")
         assert "paused" in str(screen.query_one("#logstatus", Static).render())
         await pilot.press("t")
-        assert await until(pilot, lambda: screen.query_one("#rates_table", DataTable).row_count >= 3)
+        assert await until(pilot, lambda: screen.query_one("#rates_table", LiveTable).row_count >= 3)
         await pilot.press("c")
         console = screen.query_one("#console_log", RichLog)
         assert await until(pilot, lambda: any("chatty" in str(line.text) for line in console.lines))
@@ -137,7 +138,7 @@ async def test_actions_reach_the_engine(engine: Engine, two_domains):
     async with app.run_test(size=(120, 30)) as pilot:
         await start(app, pilot, two_domains)
         table = app.domains_screen.table
-        table.move_cursor(row=table.get_row_index("alpha"))
+        table.move_cursor(table.get_row_index("alpha"))
         await pilot.press("p")
         assert await until(pilot, lambda: _eq(live_value("alpha", "state"), "paused"))
         await pilot.press("p")
@@ -158,7 +159,7 @@ async def test_actions_reach_the_engine(engine: Engine, two_domains):
         await pilot.press("enter")
         assert await until(pilot, lambda: _eq(live_value("alpha", "vcpus_online"), 3))
         # A refusal is shown, nothing freezes: beta has maxvcpus 1.
-        table.move_cursor(row=table.get_row_index("beta"))
+        table.move_cursor(table.get_row_index("beta"))
         await pilot.press("plus")
         await pilot.pause(0.5)
         assert await live_value("beta", "vcpus_online") == 1
@@ -173,7 +174,7 @@ async def test_editor_validates_saves_atomically_and_applies_live(engine: Engine
     async with app.run_test(size=(120, 30)) as pilot:
         await start(app, pilot, two_domains)
         table = app.domains_screen.table
-        table.move_cursor(row=table.get_row_index("alpha"))
+        table.move_cursor(table.get_row_index("alpha"))
         await pilot.press("e")
         assert await until(pilot, lambda: isinstance(app.screen, EditorScreen))
         editor = app.screen.query_one("#yaml", TextArea)
@@ -222,8 +223,8 @@ async def test_rebalance_plans_shrinks_first_and_applies(engine: Engine, two_dom
         await pilot.press("b")
         assert await until(pilot, lambda: isinstance(app.screen, RebalanceScreen))
         screen = app.screen
-        table = screen.query_one("#alloc", DataTable)
-        table.move_cursor(row=table.get_row_index("alpha"))
+        table = screen.query_one("#alloc", LiveTable)
+        table.move_cursor(table.get_row_index("alpha"))
         await pilot.press("minus", "left_square_bracket")
         plan = screen.plan()
         assert [s.describe() for s in plan.steps] == ["alpha: memory 128 MiB -> 64 MiB", "alpha: vCPUs 3 -> 2"]

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from functools import cache
 from typing import Any
 
 
+@cache
+def _field_names(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in fields(cls))
+
+
 def _pick(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    names = {f.name for f in fields(cls)}
+    """Only the keys this dataclass knows: a newer pvd may send more."""
+    names = _field_names(cls)
     return {k: v for k, v in data.items() if k in names}
 
 
@@ -60,6 +67,7 @@ class DomainSummary:
     definition: str | None = None
     restarts: int = 0
     crash_reason: str | None = None
+    as_of: float = 0.0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DomainSummary:

@@ -2,7 +2,7 @@
 
 The engine is reached through :class:`pvtui.client.Client` in async workers,
 so nothing blocks the UI; pvd's events arrive as :class:`EngineEvent`
-messages. Screens get data pushed down; they post messages up.
+messages, its once-a-second figures for every domain as one :class:`StatsTick`. Screens get data pushed down; they post messages up.
 """
 
 from __future__ import annotations
@@ -60,6 +60,18 @@ class EngineEvent(Message):
     event: dict[str, Any]
 
 
+@dataclass
+class StatsTick(Message):
+    """One round of pvd's 1 Hz figures: a message per round, not per domain.
+
+    ``host`` is None when the round was cut short by another event, so that
+    events keep their order.
+    """
+
+    domains: list[DomainSummary]
+    host: HostInfo | None
+
+
 class PvtuiApp(App[None]):
     CSS_PATH = "pvtui.tcss"
     TITLE = "pvtui"
@@ -92,10 +104,16 @@ class PvtuiApp(App[None]):
         self.domains: dict[str, DomainSummary] = {}
         self.host: HostInfo | None = None
         self.domains_screen = DomainsScreen()
+        self.domain_screen = DomainScreen()
+        # Two modes, each with its own stack: both screens stay built, so
+        # opening a domain switches to a ready screen instead of composing one.
+        self.add_mode("domains", lambda: self.domains_screen)
+        self.add_mode("domain", lambda: self.domain_screen)
+        self._domain_screen_built = False
 
     # --- engine ------------------------------------------------------------------------
     def on_mount(self) -> None:
-        self.push_screen(self.domains_screen)
+        self.switch_mode("domains")
         self.connect_engine()
 
     @work(exclusive=True, group="engine")
@@ -107,19 +125,45 @@ class PvtuiApp(App[None]):
                 events = await Client.connect(start=False)
                 await events.subscribe(["stats", "state", "lifecycle"])
                 await self.reload()
-                async for event in events.events():
-                    self.post_message(EngineEvent(event))
+                await self._follow(events)
                 self.notify("Lost the connection to pvd; reconnecting…", title="Engine", severity="warning")
             except EngineError as exc:
                 self.notify(exc.message, title=exc.title, severity="error")
             await asyncio.sleep(2.0)
 
+    async def _follow(self, events: Client) -> None:
+        """Turn pvd's events into messages; a round of stats becomes one message."""
+        this_round: list[DomainSummary] = []
+        async for event in events.events():
+            kind = event.get("event")
+            if kind == "stats":
+                this_round.append(DomainSummary.from_dict(event["data"]))
+                continue
+            if kind == "host" or this_round:
+                host = HostInfo.from_dict(event["data"]) if kind == "host" else None
+                self.post_message(StatsTick(this_round, host))
+                this_round = []
+                if kind == "host":
+                    continue
+            self.post_message(EngineEvent(event))
+
     async def reload(self) -> None:
         if self.client is None:
             return
         self.host = await self.client.host()
-        self.domains = {d.name: d for d in await self.client.list_domains()}
+        listed = await self.client.list_domains()
+        self.domains = {d.name: self.domains.get(d.name, d) for d in listed}
+        self._take_newer(listed)
         self.push_data(sample=True)
+        if not self._domain_screen_built:
+            self._domain_screen_built = True
+            self.call_after_refresh(self._build_domain_screen)
+
+    def _build_domain_screen(self) -> None:
+        """Compose the domain view once the home screen is up, so Enter finds it ready."""
+        if self.current_mode == "domains" and len(self.screen_stack) == 1:
+            self.switch_mode("domain")
+            self.switch_mode("domains")
 
     def push_data(self, sample: bool) -> None:
         self.domains_screen.update_data(sorted(self.domains.values(), key=lambda d: d.domid), self.host, sample)
@@ -127,12 +171,7 @@ class PvtuiApp(App[None]):
     def on_engine_event(self, message: EngineEvent) -> None:
         event = message.event
         kind, name, data = event.get("event"), event.get("domain"), event.get("data") or {}
-        if kind == "stats":
-            self.domains[name] = DomainSummary.from_dict(data)
-        elif kind == "host":
-            self.host = HostInfo.from_dict(data)
-            self.push_data(sample=True)
-        elif kind == "state":
+        if kind == "state":
             if data.get("state") == "dead":
                 self.domains.pop(name, None)
                 self.push_data(sample=False)
@@ -145,6 +184,19 @@ class PvtuiApp(App[None]):
             reason = data.get("crash_reason") or data.get("reason")
             severity = "warning" if data.get("reason") == "crash" or data.get("what") == "crash_loop" else "information"
             self.notify(f"{name}: {data['what']} ({reason})", title="Domain", severity=severity)
+
+    def _take_newer(self, summaries: list[DomainSummary]) -> None:
+        """A round of stats sent before a change can arrive after the reply that shows it."""
+        for domain in summaries:
+            held = self.domains.get(domain.name)
+            if held is None or domain.as_of >= held.as_of:
+                self.domains[domain.name] = domain
+
+    def on_stats_tick(self, message: StatsTick) -> None:
+        self._take_newer(message.domains)
+        if message.host is not None:
+            self.host = message.host
+            self.push_data(sample=True)
 
     @work(group="engine-refresh")
     async def refresh_registry(self) -> None:
@@ -184,7 +236,12 @@ class PvtuiApp(App[None]):
 
     def on_domains_screen_selected(self, message: DomainsScreen.Selected) -> None:
         if self.client is not None:
-            self.push_screen(DomainScreen(message.name, self.client))
+            self.domain_screen.show_domain(message.name, self.client)
+            self.switch_mode("domain")
+
+    def action_back(self) -> None:
+        """From the domain view back home."""
+        self.switch_mode("domains")
 
     # --- actions --------------------------------------------------------------------------
     def action_help(self) -> None:
@@ -206,7 +263,7 @@ class PvtuiApp(App[None]):
         def confirmed(yes: bool | None) -> None:
             if yes:
                 if isinstance(self.screen, DomainScreen):
-                    self.pop_screen()
+                    self.switch_mode("domains")
                 self.call(f"{name} destroyed", "destroy", name)
 
         self.push_screen(ConfirmDialog(f"Destroy {name} now? Its guest gets no chance to shut down."), confirmed)

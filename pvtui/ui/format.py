@@ -43,6 +43,17 @@ def duration(seconds: float) -> str:
     return f"{minutes}m" if minutes else "<1m"
 
 
+def minute_aligned(uptime_s: float, wall_time: float) -> float:
+    """Uptime as it was at the last whole minute of the wall clock.
+
+    Shown at minute resolution, each domain's uptime would tick over at its
+    own second, and every tick repaints the whole table; aligned, all of them
+    tick over together at hh:mm:00 (one repaint a minute), at most a minute
+    behind, which is the display's resolution anyway.
+    """
+    return max(0.0, uptime_s - wall_time % 60)
+
+
 class History:
     """Recent samples per key, for sparklines."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from textual.app import ComposeResult
@@ -9,10 +11,12 @@ from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import Input, Static
 
 from pvtui.client import DomainSummary, HostInfo
-from pvtui.ui.format import History, duration, mib, spark
+from pvtui.ui.format import History, duration, mib, minute_aligned, spark
+from pvtui.ui.table import LiveTable
+from pvtui.ui.widgets import KeyBar, LiveText
 
 COLUMNS: list[tuple[str, str]] = [
     ("name", "NAME"),
@@ -60,7 +64,7 @@ def host_line(host: HostInfo | None, domains: list[DomainSummary]) -> str:
     )
 
 
-def row_cells(d: DomainSummary, history: History, memory_total: int) -> dict[str, str]:
+def row_cells(d: DomainSummary, history: History, memory_total: int, wall_time: float) -> dict[str, str]:
     cpu_series = history.get(f"cpu:{d.name}")
     mem_series = history.get(f"mem:{d.name}")
     return {
@@ -76,7 +80,7 @@ def row_cells(d: DomainSummary, history: History, memory_total: int) -> dict[str
         "mem_pct": f"{100 * d.memory.held_bytes / max(memory_total, 1):4.1f}",
         "cpu_s": f"{d.cpu_s:8.1f}",
         "hcalls": f"{d.hypercalls_per_s:8.1f}",
-        "uptime": duration(d.uptime_s),
+        "uptime": duration(minute_aligned(d.uptime_s, wall_time)),
         "id": str(d.domid),
     }
 
@@ -85,6 +89,8 @@ class DomainsScreen(Screen[None]):
     """Sort with 1-9 and 0 (again to reverse) or < > through every column, filter with /, Enter opens a domain."""
 
     AUTO_FOCUS = "#domains"
+    #: The wall clock uptimes are aligned to (a fixed one makes snapshots repeatable).
+    wall_clock: Callable[[], float] = staticmethod(time.time)
 
     BINDINGS = [
         Binding("enter", "open", "Open", show=True),
@@ -109,34 +115,27 @@ class DomainsScreen(Screen[None]):
         self.sort_column = "name"
         self.sort_reverse = False
         self.filter_text = ""
-        self._shown: dict[str, dict[str, str]] = {}
         self._ready = False
 
     def on_mount(self) -> None:
         self._ready = True
+        self._label_sort_column()
         self._show()
 
     def compose(self) -> ComposeResult:
-        yield Static(host_line(None, []), id="host")
+        yield LiveText(host_line(None, []), id="host")
         yield Input(placeholder="filter by name (Enter to apply, Esc to clear)", id="filter", classes="hidden")
-        table: DataTable[str] = DataTable(id="domains", cursor_type="row", zebra_stripes=True)
-        for key, label in COLUMNS:
-            table.add_column(label, key=key)
-        yield table
+        yield LiveTable(COLUMNS, zebra_stripes=True, id="domains")
         yield Static("", id="status")
-        yield Footer()
+        yield KeyBar()
 
     @property
-    def table(self) -> DataTable[str]:
-        return self.query_one("#domains", DataTable)
+    def table(self) -> LiveTable:
+        return self.query_one("#domains", LiveTable)
 
     @property
     def selected_name(self) -> str | None:
-        table = self.table
-        if not table.row_count:
-            return None
-        row_key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
-        return str(row_key.value)
+        return self.table.cursor_key
 
     def update_data(self, domains: list[DomainSummary], host: HostInfo | None, sample: bool) -> None:
         """New figures from the engine; ``sample`` adds a point to the histories."""
@@ -155,10 +154,10 @@ class DomainsScreen(Screen[None]):
     def _show(self) -> None:
         """Render only while on screen: hidden screens keep data, not widgets, current."""
         try:
-            host = self.query_one("#host", Static)
+            host = self.query_one("#host", LiveText)
         except NoMatches:  # the app is closing and took the widgets away
             return
-        host.update(host_line(self.host, self.domains))
+        host.show(host_line(self.host, self.domains))
         self._render_rows()
 
     def _visible(self) -> list[DomainSummary]:
@@ -166,26 +165,22 @@ class DomainsScreen(Screen[None]):
         rows = [d for d in self.domains if self.filter_text.lower() in d.name.lower()]
         return sorted(rows, key=key, reverse=self.sort_reverse)
 
+    def _label_sort_column(self) -> None:
+        arrow = "▼" if self.sort_reverse else "▲"
+        self.table.set_labels({key: label + (arrow if key == self.sort_column else "") for key, label in COLUMNS})
+
     def _render_rows(self) -> None:
-        """Update cells in place; rebuild only when the set or order of rows changes."""
+        """Repaint changed rows only; rebuild when the set or order of rows changes."""
         table = self.table
         memory_total = self.host.memory_total if self.host else 1
         visible = self._visible()
-        order = [d.name for d in visible]
-        cells = {d.name: row_cells(d, self.history, memory_total) for d in visible}
-        if order != list(self._shown):
-            selected = self.selected_name
-            table.clear()
-            for name in order:
-                table.add_row(*(cells[name][key] for key, _ in COLUMNS), key=name)
-            if selected in order:
-                table.move_cursor(row=order.index(selected), animate=False)
+        now = self.wall_clock()
+        rows = {d.name: list(row_cells(d, self.history, memory_total, now).values()) for d in visible}
+        if list(rows) != table.row_keys:
+            table.set_rows(rows.items())
         else:
-            for name in order:
-                for key, value in cells[name].items():
-                    if self._shown[name].get(key) != value:
-                        table.update_cell(name, key, value)
-        self._shown = cells
+            for name, cells in rows.items():
+                table.update_row(name, cells)
 
     def action_sort(self, index: int) -> None:
         """Sort by column ``index``; the same column again reverses."""
@@ -203,6 +198,7 @@ class DomainsScreen(Screen[None]):
         self.sort_column = column
         self.sort_reverse = reverse if reverse is not None else column not in ("name", "state", "id")
         self.query_one("#status", Static).update(f"sorted by {label}{' (descending)' if self.sort_reverse else ''}")
+        self._label_sort_column()
         self._render_rows()
 
     def action_filter(self) -> None:
@@ -227,8 +223,12 @@ class DomainsScreen(Screen[None]):
         if event.input.id == "filter":
             self.table.focus()
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        self.post_message(self.Selected(str(event.row_key.value)))
+    def on_live_table_row_selected(self, event: LiveTable.RowSelected) -> None:
+        self.post_message(self.Selected(event.row_key))
+
+    def on_live_table_header_selected(self, event: LiveTable.HeaderSelected) -> None:
+        """A click on a column label sorts by it (again: reverse), like its number key."""
+        self.action_sort([key for key, _ in COLUMNS].index(event.column_key))
 
     def action_open(self) -> None:
         name = self.selected_name

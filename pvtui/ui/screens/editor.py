@@ -9,10 +9,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Footer, Static, TextArea
+from textual.widgets import Static, TextArea
 
 from pvtui.domain.loader import DomainFileError, parse_domain_text
 from pvtui.domain.schema import DomainConfig
+from pvtui.ui.widgets import KeyBar
 
 TEMPLATE = """\
 # A new domain. Keys have xl.cfg meanings; sizes like 64M, 2G.
@@ -86,7 +87,7 @@ class EditorScreen(Screen[None]):
         yield Static(f"[b]{self.path}[/b]", id="title")
         yield TextArea.code_editor(self.original, language="yaml", id="yaml", theme="monokai")
         yield Static("", id="problems")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self._validate(self.original)

@@ -9,11 +9,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import Static
 
 from pvtui.client import Client, DomainSummary, HostInfo
 from pvtui.rebalance import Allocation, Limits, Outcome, Plan, Step, apply_plan, make_plan, suggest
 from pvtui.ui.format import mib
+from pvtui.ui.table import LiveTable
+from pvtui.ui.widgets import KeyBar
 
 MIB = 1 << 20
 MEMORY_STEP = 64 * MIB
@@ -57,49 +59,43 @@ class RebalanceScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="capacity")
-        table: DataTable[str] = DataTable(id="alloc", cursor_type="row")
-        for key, label in (
-            ("name", "DOMAIN"),
-            ("cpu", "CPU% used"),
-            ("vcpus", "VCPUS now→plan"),
-            ("max", "MAX"),
-            ("used", "GUEST USED"),
-            ("mem", "MEMORY now→plan"),
-            ("present", "PRESENT"),
-        ):
-            table.add_column(label, key=key)
-        yield table
+        yield LiveTable(
+            [
+                ("name", "DOMAIN"),
+                ("cpu", "CPU% used"),
+                ("vcpus", "VCPUS now→plan"),
+                ("max", "MAX"),
+                ("used", "GUEST USED"),
+                ("mem", "MEMORY now→plan"),
+                ("present", "PRESENT"),
+            ],
+            id="alloc",
+        )
         yield Static("", id="plan")
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self._show()
 
     @property
     def selected(self) -> str | None:
-        table = self.query_one("#alloc", DataTable)
-        if not table.row_count:
-            return None
-        return str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value)
+        return self.query_one("#alloc", LiveTable).cursor_key
 
     def _show(self) -> None:
-        table = self.query_one("#alloc", DataTable)
+        rows = []
         for name, d in sorted(self.domains.items()):
             now, want = self.current[name], self.wanted[name]
-            cells = {
-                "name": name,
-                "cpu": f"{d.cpu_percent:.0f}",
-                "vcpus": f"{now.vcpus} → {want.vcpus}" if want.vcpus != now.vcpus else str(now.vcpus),
-                "max": str(d.vcpus_max),
-                "used": mib(d.memory.guest_used_bytes),
-                "mem": f"{mib(now.memory)} → {mib(want.memory)}" if want.memory != now.memory else mib(now.memory),
-                "present": mib(d.memory.present_bytes),
-            }
-            if name in table.rows:
-                for key, value in cells.items():
-                    table.update_cell(name, key, value)
-            else:
-                table.add_row(*cells.values(), key=name)
+            cells = [
+                name,
+                f"{d.cpu_percent:.0f}",
+                f"{now.vcpus} → {want.vcpus}" if want.vcpus != now.vcpus else str(now.vcpus),
+                str(d.vcpus_max),
+                mib(d.memory.guest_used_bytes),
+                f"{mib(now.memory)} → {mib(want.memory)}" if want.memory != now.memory else mib(now.memory),
+                mib(d.memory.present_bytes),
+            ]
+            rows.append((name, cells))
+        self.query_one("#alloc", LiveTable).set_rows(rows)
         plan = self.plan()
         host = self.host
         capacity = "host: unknown"

@@ -1,0 +1,82 @@
+"""Small widgets shared by the screens."""
+
+from __future__ import annotations
+
+from textual.markup import escape
+from textual.screen import Screen
+from textual.widgets import Static
+
+
+class LiveText(Static):
+    """A Static for text refreshed every second.
+
+    ``Static.update`` lays the whole screen out again by default, which
+    re-renders every widget (a 100-row table included) once a second. A
+    new text of the same length and line count occupies the same cells, so
+    it only repaints this widget; identical text does nothing at all.
+    """
+
+    def __init__(self, text: str = "", **kwargs: object) -> None:
+        super().__init__(text, **kwargs)  # type: ignore[arg-type]
+        self._text = text
+
+    def show(self, text: str) -> None:
+        if text == self._text:
+            return
+        same_shape = len(text) == len(self._text) and text.count("\n") == self._text.count("\n")
+        self._text = text
+        self.update(text, layout=not same_shape)
+
+
+class KeyBar(Static):
+    """The current screen's keys on one line; a click on one presses it.
+
+    Textual's ``Footer`` mounts one widget per key and composes them again on
+    every screen switch and focus change, which took ~80 ms per switch with
+    our dozen keys on these machines. This is one widget with one line of
+    text, rebuilt when the screen's bindings change.
+    """
+
+    DEFAULT_CSS = """
+    KeyBar {
+        dock: bottom;
+        height: 1;
+        background: $footer-background;
+        color: $footer-description-foreground;
+        link-style: none;
+        link-background-hover: $block-hover-background;
+        link-style-hover: none;
+    }
+    """
+
+    def __init__(self) -> None:
+        super().__init__("", markup=True)
+        self._text = ""
+
+    def on_mount(self) -> None:
+        self.screen.bindings_updated_signal.subscribe(self, self._bindings_changed)
+        self._show_keys()
+
+    def _bindings_changed(self, screen: Screen[object]) -> None:
+        if screen is self.screen:
+            self._show_keys()
+
+    def _show_keys(self) -> None:
+        parts: list[str] = []
+        actions: set[str] = set()
+        bindings = self.screen.active_bindings
+        palette = bindings.get(self.app.COMMAND_PALETTE_BINDING) if self.app.ENABLE_COMMAND_PALETTE else None
+        for active in [*bindings.values(), *([palette] if palette else [])]:
+            binding = active.binding
+            if binding.action in actions or not (binding.show or active is palette):
+                continue
+            actions.add(binding.action)
+            key = escape(self.app.get_key_display(binding))
+            style = "b $footer-key-foreground" if active.enabled else "dim"
+            parts.append(
+                f"[@click=app.simulate_key({binding.key!r})][{style}]{key}[/] {escape(binding.description)}[/]"
+            )
+        text = "  ".join(parts)
+        if text != self._text:
+            self._text = text
+            self.update(text, layout=False)
