@@ -105,15 +105,14 @@ class PvtuiApp(App[None]):
         self.host: HostInfo | None = None
         self.domains_screen = DomainsScreen()
         self.domain_screen = DomainScreen()
-        # Two modes, each with its own stack: both screens stay built, so
-        # opening a domain switches to a ready screen instead of composing one.
-        self.add_mode("domains", lambda: self.domains_screen)
-        self.add_mode("domain", lambda: self.domain_screen)
         self._domain_screen_built = False
 
     # --- engine ------------------------------------------------------------------------
     def on_mount(self) -> None:
-        self.switch_mode("domains")
+        # Installed, the domain view stays built when popped: opening a domain
+        # pushes a ready screen instead of composing one.
+        self.install_screen(self.domain_screen, "domain")
+        self.push_screen(self.domains_screen)
         self.connect_engine()
 
     @work(exclusive=True, group="engine")
@@ -161,9 +160,9 @@ class PvtuiApp(App[None]):
 
     def _build_domain_screen(self) -> None:
         """Compose the domain view once the home screen is up, so Enter finds it ready."""
-        if self.current_mode == "domains" and len(self.screen_stack) == 1:
-            self.switch_mode("domain")
-            self.switch_mode("domains")
+        if self.screen is self.domains_screen:
+            self.push_screen("domain")
+            self.pop_screen()
 
     def push_data(self, sample: bool) -> None:
         self.domains_screen.update_data(sorted(self.domains.values(), key=lambda d: d.domid), self.host, sample)
@@ -235,13 +234,21 @@ class PvtuiApp(App[None]):
         await self.reload()
 
     def on_domains_screen_selected(self, message: DomainsScreen.Selected) -> None:
-        if self.client is not None:
-            self.domain_screen.show_domain(message.name, self.client)
-            self.switch_mode("domain")
+        self.open_domain(message.name)
 
-    def action_back(self) -> None:
-        """From the domain view back home."""
-        self.switch_mode("domains")
+    @work(exclusive=True, group="open-domain")
+    async def open_domain(self, name: str) -> None:
+        """Fetch the domain's figures first, so the view's first frame already shows them."""
+        if self.client is None:
+            return
+        try:
+            info = await self.client.info(name)
+        except EngineError as exc:
+            self.notify(exc.message, title=exc.title, severity="error")
+            return
+        if self.screen is self.domains_screen:
+            self.domain_screen.show_domain(name, self.client, info)
+            self.push_screen("domain")
 
     # --- actions --------------------------------------------------------------------------
     def action_help(self) -> None:
@@ -263,7 +270,7 @@ class PvtuiApp(App[None]):
         def confirmed(yes: bool | None) -> None:
             if yes:
                 if isinstance(self.screen, DomainScreen):
-                    self.switch_mode("domains")
+                    self.pop_screen()
                 self.call(f"{name} destroyed", "destroy", name)
 
         self.push_screen(ConfirmDialog(f"Destroy {name} now? Its guest gets no chance to shut down."), confirmed)

@@ -88,7 +88,7 @@ class DomainScreen(Screen[None]):
 
     AUTO_FOCUS = "#records"
     BINDINGS = [
-        Binding("escape", "app.back", "Back"),
+        Binding("escape", "app.pop_screen", "Back"),
         Binding("f", "toggle_follow", "Follow/pause log"),
         Binding("slash", "filter", "Filter log"),
         Binding("c", "show_tab('console')", "Console"),
@@ -128,8 +128,8 @@ class DomainScreen(Screen[None]):
         self._vcpu_cpu: dict[int, tuple[float, float]] = {}
         self.last_info: dict[str, Any] | None = None
 
-    def show_domain(self, name: str, client: Client) -> None:
-        """Point the screen at ``name``; it starts following once shown."""
+    def show_domain(self, name: str, client: Client, info: dict[str, Any] | None = None) -> None:
+        """Point the screen at ``name`` (``info`` from pvd, if fetched); it follows once shown."""
         self.domain_name, self.client = name, client
         self._forget_domain()
         if not self.is_mounted:
@@ -142,6 +142,8 @@ class DomainScreen(Screen[None]):
         self.query_one("#logfilter", Input).value = ""
         self.query_one("#tabs", TabbedContent).active = "log"
         self._log_status()
+        if info is not None:
+            self._show_info(info)
 
     def compose(self) -> ComposeResult:
         yield LiveText(self.domain_name or "", id="title")
@@ -165,7 +167,8 @@ class DomainScreen(Screen[None]):
     def on_screen_resume(self) -> None:
         if self.domain_name is None:
             return
-        self.poll()
+        if self.last_info is None:
+            self.poll()
         self.follow_events()
         self._poll_timer.resume()
 
@@ -210,9 +213,10 @@ class DomainScreen(Screen[None]):
             await events.close()
 
     def on_domain_screen_info(self, message: Info) -> None:
-        if message.domain != self.domain_name:
-            return
-        info = message.info
+        if message.domain == self.domain_name:
+            self._show_info(message.info)
+
+    def _show_info(self, info: dict[str, Any]) -> None:
         self.last_info = info
         stats = info.get("stats") or {}
         flags = f"{info['state']}  domid {info['domid']}  up {duration(info['uptime_s'])}  weight {info['weight']} cap {info['cap']}"
