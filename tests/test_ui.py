@@ -127,9 +127,9 @@ async def test_domain_view_vcpus_log_rates_console(engine: Engine, two_domains):
         await pilot.press("f")
         assert "paused" in str(screen.query_one("#logstatus", Static).render())
         await pilot.press("t")
-        assert await until(pilot, lambda: screen.query_one("#rates_table", LiveTable).row_count >= 3)
+        assert await until(pilot, lambda: screen.query_one("#rates", LiveTable).row_count >= 3)
         await pilot.press("c")
-        console = screen.query_one("#console_log", RichLog)
+        console = screen.query_one("#console", RichLog)
         assert await until(pilot, lambda: any("chatty" in str(line.text) for line in console.lines))
 
 

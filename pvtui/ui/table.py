@@ -197,7 +197,7 @@ class LiveTable(ScrollView, can_focus=True):
             added = True
         if not added:
             return
-        if any(self._widen(cells) for cells in self._cells[len(self._lines) :]):
+        if True in [self._widen(cells) for cells in self._cells[len(self._lines) :]]:  # widen for every row
             self._relayout()
         else:
             self._lines.extend(self._line(cells) for cells in self._cells[len(self._lines) :])

@@ -80,3 +80,42 @@ class KeyBar(Static):
         if text != self._text:
             self._text = text
             self.update(text, layout=False)
+
+
+class TabBar(Static):
+    """One line naming the panes of a ContentSwitcher; the shown one stands out, a click shows one.
+
+    Textual's ``TabbedContent`` brings ten widgets (tabs, underline,
+    switcher, panes) that are all restyled and laid out each time the screen
+    is shown; this is one.
+    """
+
+    DEFAULT_CSS = """
+    TabBar {
+        height: 1;
+        background: $panel;
+        link-style: none;
+        link-background-hover: $block-hover-background;
+        link-style-hover: none;
+    }
+    """
+
+    def __init__(self, tabs: list[tuple[str, str]], active: str, *, action: str, id: str | None = None) -> None:
+        """``tabs``: (id, label) pairs; clicking one runs ``action('<id>')``."""
+        super().__init__("", id=id)
+        self.tabs = tabs
+        self.action = action
+        self.active = active
+        self._draw()
+
+    def show(self, active: str) -> None:
+        if active != self.active:
+            self.active = active
+            self._draw()
+
+    def _draw(self) -> None:
+        parts = []
+        for tab_id, label in self.tabs:
+            style = "b reverse $accent" if tab_id == self.active else "$text-muted"
+            parts.append(f"[@click={self.action}({tab_id!r})][{style}] {escape(label)} [/][/]")
+        self.update(" ".join(parts), layout=False)

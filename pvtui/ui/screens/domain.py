@@ -12,12 +12,12 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import Input, RichLog, Static, TabbedContent, TabPane
+from textual.widgets import ContentSwitcher, Input, RichLog, Static
 
 from pvtui.client import Client, EngineError, HypercallInfo
 from pvtui.ui.format import History, bar, duration, mib, spark
 from pvtui.ui.table import LiveTable
-from pvtui.ui.widgets import KeyBar, LiveText
+from pvtui.ui.widgets import KeyBar, LiveText, TabBar
 
 MAX_LOG_ROWS = 1500
 VCPU_COLUMNS = [
@@ -38,6 +38,7 @@ RECORD_COLUMNS = [
     ("result", "RESULT"),
     ("lat", "LAT(us)"),
 ]
+TABS = [("log", "Hypercall log"), ("rates", "Rates"), ("console", "Console")]
 RATE_COLUMNS = [("op", "OP"), ("count", "COUNT"), ("share", "%"), ("avg", "AVG/s"), ("now", "NOW/s")]
 
 
@@ -138,9 +139,9 @@ class DomainScreen(Screen[None]):
         self.query_one("#memory", LiveText).show("")
         for table in self.query(LiveTable):
             table.clear()
-        self.query_one("#console_log", RichLog).clear()
+        self.query_one("#console", RichLog).clear()
         self.query_one("#logfilter", Input).value = ""
-        self.query_one("#tabs", TabbedContent).active = "log"
+        self.action_show_tab("log")
         self._log_status()
         if info is not None:
             self._show_info(info)
@@ -150,14 +151,13 @@ class DomainScreen(Screen[None]):
         with Horizontal(id="top"):
             yield LiveTable(VCPU_COLUMNS, id="vcpus")
             yield LiveText("", id="memory")
-        with TabbedContent(initial="log", id="tabs"):
-            with TabPane("Hypercall log", id="log"), Vertical():
+        yield TabBar(TABS, "log", action="screen.show_tab", id="tabbar")
+        with ContentSwitcher(initial="log", id="tabs"):
+            with Vertical(id="log"):
                 yield Input(placeholder="filter: op:console_io vcpu:0 (Enter)", id="logfilter", classes="hidden")
                 yield LiveTable(RECORD_COLUMNS, id="records")
-            with TabPane("Rates", id="rates"):
-                yield LiveTable(RATE_COLUMNS, id="rates_table")
-            with TabPane("Console", id="console"):
-                yield RichLog(id="console_log", wrap=True, markup=False, max_lines=5000)
+            yield LiveTable(RATE_COLUMNS, id="rates")
+            yield RichLog(id="console", wrap=True, markup=False, max_lines=5000)
         yield Static("log: following", id="logstatus")
         yield KeyBar()
 
@@ -261,7 +261,7 @@ class DomainScreen(Screen[None]):
         per_op: dict[str, int] = stats.get("hypercalls_per_op", {})
         total = sum(per_op.values()) or 1
         uptime = max(stats.get("uptime_s", 0.0), 1e-9)
-        self.query_one("#rates_table", LiveTable).set_rows(
+        self.query_one("#rates", LiveTable).set_rows(
             (op, [op, str(count), f"{100 * count / total:.1f}", f"{count / uptime:.1f}", f"{rates.get(op, 0.0):.1f}"])
             for op, count in sorted(per_op.items(), key=lambda item: -item[1])
         )
@@ -269,7 +269,7 @@ class DomainScreen(Screen[None]):
     def on_domain_screen_console_text(self, message: ConsoleText) -> None:
         if message.domain != self.domain_name:
             return
-        console = self.query_one("#console_log", RichLog)
+        console = self.query_one("#console", RichLog)
         for line in message.text.splitlines():
             console.write(line)
 
@@ -326,7 +326,7 @@ class DomainScreen(Screen[None]):
         self._log_status()
 
     def action_filter(self) -> None:
-        self.query_one("#tabs", TabbedContent).active = "log"
+        self.action_show_tab("log")
         field = self.query_one("#logfilter", Input)
         field.remove_class("hidden")
         field.focus()
@@ -350,4 +350,5 @@ class DomainScreen(Screen[None]):
         self.post_message(self.Records(self.domain_name, records))
 
     def action_show_tab(self, tab: str) -> None:
-        self.query_one("#tabs", TabbedContent).active = tab
+        self.query_one("#tabs", ContentSwitcher).current = tab
+        self.query_one("#tabbar", TabBar).show(tab)
