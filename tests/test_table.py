@@ -52,13 +52,13 @@ async def test_cursor_follows_its_key_when_rows_are_reordered():
         assert table.cursor_key == "a"
 
 
-async def test_update_row_changes_only_that_row_and_skips_equal_cells():
+async def test_update_rows_changes_only_changed_rows():
     app = TableApp()
     async with app.run_test(size=(60, 10)) as pilot:
         table = app.query_one(LiveTable)
         table.set_rows([("a", ["a", "1"]), ("b", ["b", "2"])])
         await pilot.pause()
-        table.update_row("b", ["b", "7"])
+        table.update_rows([("a", ["a", "1"]), ("b", ["b", "7"])])
         await pilot.pause()
         assert table.get_cell("b", "value") == "7" and table.get_cell("a", "value") == "1"
         assert "7" in lines(app)[2]

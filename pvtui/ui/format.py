@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from functools import lru_cache
 
 MIB = 1 << 20
 SPARK = " ▁▂▃▄▅▆▇█"
@@ -11,9 +12,14 @@ HISTORY = 20
 
 def spark(values: list[float] | deque[float], top: float) -> str:
     """One character per sample, scaled to ``top``."""
-    if top <= 0:
-        top = 1.0
-    return "".join(SPARK[min(8, max(0, round(v / top * 8)))] for v in values)
+    return _spark(tuple(values), top)
+
+
+@lru_cache(maxsize=4096)
+def _spark(values: tuple[float, ...], top: float) -> str:
+    """Cached: a hundred rows of mostly steady series redraw the same lines every second."""
+    scale = 8 / top if top > 0 else 8.0
+    return "".join(SPARK[min(8, max(0, round(v * scale)))] for v in values)
 
 
 def bar(fraction: float, width: int = 20) -> str:

@@ -30,7 +30,7 @@ class LiveTable(ScrollView, can_focus=True):
     """Rows of text cells with a row cursor, keyed by a string per row.
 
     ``set_rows`` replaces every row and keeps the cursor on the same key;
-    ``update_row`` repaints one line; ``add_rows``/``trim`` make it a log.
+    ``update_rows`` repaints the changed lines only; ``add_rows``/``trim`` make it a log.
     """
 
     COMPONENT_CLASSES = {"live-table--header", "live-table--cursor", "live-table--even-row"}
@@ -176,17 +176,23 @@ class LiveTable(ScrollView, can_focus=True):
         else:
             self._set_cursor(min(self.cursor_row, max(0, self.row_count - 1)))
 
-    def update_row(self, key: str, cells: Sequence[str]) -> None:
-        """Change one row; only its line is repainted unless a column has to widen."""
-        index = self._index[key]
-        if self._cells[index] == list(cells):
+    def update_rows(self, rows: Iterable[Row]) -> None:
+        """Change rows in place; only their lines are repainted unless a column has to widen."""
+        changed: list[int] = []
+        for key, cells in rows:
+            index = self._index[key]
+            new = list(cells)
+            if self._cells[index] != new:
+                self._cells[index] = new
+                changed.append(index)
+        if not changed:
             return
-        self._cells[index] = list(cells)
-        if self._widen(self._cells[index]):
+        if True in [self._widen(self._cells[index]) for index in changed]:  # widen for every row
             self._relayout()
             return
-        self._lines[index] = self._line(self._cells[index])
-        self._refresh_row(index)
+        for index in changed:
+            self._lines[index] = self._line(self._cells[index])
+        self._refresh_rows(changed)
 
     def add_rows(self, rows: Iterable[Row]) -> None:
         added = False
@@ -228,8 +234,7 @@ class LiveTable(ScrollView, can_focus=True):
         self._scroll_to_cursor()
 
     def watch_cursor_row(self, old: int, new: int) -> None:
-        self._refresh_row(old)
-        self._refresh_row(new)
+        self._refresh_rows((old, new))
         if self._keys:
             self.post_message(self.RowHighlighted(self, self._keys[new]))
 
@@ -295,14 +300,17 @@ class LiveTable(ScrollView, can_focus=True):
         """Grow column widths to fit ``cells``; True if any grew."""
         grew = False
         for column, cell in enumerate(cells):
-            width = cell_len(cell)
+            width = len(cell) if cell.isascii() else cell_len(cell)
             if width > self._widths[column]:
                 self._widths[column] = width
                 grew = True
         return grew
 
     def _line(self, cells: Sequence[str]) -> str:
-        return "".join(f" {set_cell_size(cell, width)} " for cell, width in zip(cells, self._widths, strict=False))
+        return "".join(
+            f" {cell.ljust(width) if cell.isascii() else set_cell_size(cell, width)} "  # cells never exceed widths
+            for cell, width in zip(cells, self._widths, strict=False)
+        )
 
     def _total_width(self) -> int:
         return sum(self._widths) + 2 * len(self._widths)
@@ -313,28 +321,43 @@ class LiveTable(ScrollView, can_focus=True):
         self.virtual_size = Size(self._total_width(), self.row_count + 1)
         self.refresh()
 
-    def _refresh_row(self, index: int) -> None:
-        y = index - int(self.scroll_offset.y) + 1
-        if 1 <= y < self.size.height:
-            self.refresh(Region(0, y, self.size.width, 1))
+    def _refresh_rows(self, indexes: Iterable[int]) -> None:
+        """Repaint the lines of these rows that are in view (one refresh for all of them)."""
+        top, width, height = int(self.scroll_offset.y) - 1, self.size.width, self.size.height
+        regions = [Region(0, index - top, width, 1) for index in indexes if 1 <= index - top < height]
+        if regions:
+            self.refresh(*regions)
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        """Work out the styles once per paint, not once per line (``rich_style`` walks the DOM)."""
+        base = self.rich_style
+        self._paint_styles = (
+            base,
+            base + self.get_component_rich_style("live-table--header"),
+            base + self.get_component_rich_style("live-table--cursor"),
+            base + self.get_component_rich_style("live-table--even-row"),
+        )
+        return super().render_lines(crop)
 
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
         width = self.scrollable_content_region.width
-        base = self.rich_style
+        base, header, cursor, even = self._paint_styles
         if y == 0:
-            text, style = self._header, base + self.get_component_rich_style("live-table--header")
+            text, style = self._header, header
         else:
             index = scroll_y + y - 1
             if index >= len(self._lines):
                 return Strip.blank(width, base)
             text = self._lines[index]
-            if index == self.cursor_row and self.row_count:
-                style = base + self.get_component_rich_style("live-table--cursor")
+            if index == self.cursor_row:
+                style = cursor
             elif self.zebra_stripes and index % 2:
-                style = base + self.get_component_rich_style("live-table--even-row")
+                style = even
             else:
                 style = base
+        if scroll_x == 0:  # the usual case: one string cut or padded to the width, one Strip
+            return Strip([Segment(set_cell_size(text, width), style)], width)
         return Strip([Segment(text, style)]).crop(scroll_x, scroll_x + width).extend_cell_length(width, style)
 
     def on_resize(self) -> None:

@@ -254,8 +254,7 @@ class DomainScreen(Screen[None]):
         if list(rows) != table.row_keys:
             table.set_rows(rows.items())
         else:
-            for key, cells in rows.items():
-                table.update_row(key, cells)
+            table.update_rows(rows.items())
 
     def _update_rates(self, stats: dict[str, Any], rates: dict[str, float]) -> None:
         per_op: dict[str, int] = stats.get("hypercalls_per_op", {})

@@ -50,6 +50,7 @@ SORT_KEYS = {
     "uptime": lambda d: d.uptime_s,
     "id": lambda d: d.domid,
 }
+SPARK_WIDTH = 10
 FLAGS = {"running": "r", "blocked": "b", "paused": "p", "shutdown": "s", "crashed": "c", "dying": "d"}
 
 
@@ -71,10 +72,10 @@ def row_cells(d: DomainSummary, history: History, memory_total: int, wall_time: 
         "name": d.name,
         "state": f"{FLAGS.get(d.state, '-')} {d.state}",
         "cpu_pct": f"{d.cpu_percent:5.1f}",
-        "cpu_hist": spark(list(cpu_series)[-10:], max(100.0, max(cpu_series))),
+        "cpu_hist": spark(list(cpu_series)[-SPARK_WIDTH:], max(100.0, max(cpu_series))),
         "vcpus": f"{d.vcpus_online}/{d.vcpus_max}",
         "mem": mib(d.memory.held_bytes),
-        "mem_hist": spark(list(mem_series)[-10:], max(d.memory.max_bytes, 1)),
+        "mem_hist": spark(list(mem_series)[-SPARK_WIDTH:], max(d.memory.max_bytes, 1)),
         "balloon": f"{mib(d.memory.target_bytes)}/{mib(d.memory.held_bytes)}",
         "maxmem": mib(d.memory.max_bytes),
         "mem_pct": f"{100 * d.memory.held_bytes / max(memory_total, 1):4.1f}",
@@ -179,8 +180,7 @@ class DomainsScreen(Screen[None]):
         if list(rows) != table.row_keys:
             table.set_rows(rows.items())
         else:
-            for name, cells in rows.items():
-                table.update_row(name, cells)
+            table.update_rows(rows.items())
 
     def action_sort(self, index: int) -> None:
         """Sort by column ``index``; the same column again reverses."""
