@@ -8,8 +8,10 @@ messages, its once-a-second figures for every domain as one :class:`StatsTick`. 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +30,14 @@ from pvtui.ui.screens.domains import DomainsScreen
 from pvtui.ui.screens.editor import TEMPLATE, EditorScreen, diff_configs
 from pvtui.ui.screens.help import HelpScreen
 from pvtui.ui.screens.rebalance import RebalanceScreen
+from pvtui.ui.table import LiveTable
 
 MIB = 1 << 20
 MEMORY_STEP = 64 * MIB
+#: The highlighted domain's figures are fetched ahead (once a second and after
+#: the cursor settles); Enter uses them while they are this fresh.
+PREFETCH_FRESH_S = 1.5
+PREFETCH_SETTLE_S = 0.15
 
 #: (action, title, help) for the command palette; every keyed action is here.
 ACTIONS: list[tuple[str, str, str]] = [
@@ -107,6 +114,7 @@ class PvtuiApp(App[None]):
         self.domains_screen = DomainsScreen()
         self.domain_screen = DomainScreen()
         self._domain_screen_built = False
+        self._prefetched: dict[str, tuple[float, dict[str, Any]]] = {}
 
     # --- engine ------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -208,6 +216,8 @@ class PvtuiApp(App[None]):
         if message.host is not None:
             self.host = message.host
             self.push_data(sample=True)
+            if self.screen is self.domains_screen and (name := self.domains_screen.selected_name):
+                self.prefetch_info(name)
 
     @work(group="engine-refresh")
     async def refresh_registry(self) -> None:
@@ -246,7 +256,11 @@ class PvtuiApp(App[None]):
         await self.reload()
 
     def on_domains_screen_selected(self, message: DomainsScreen.Selected) -> None:
-        self.open_domain(message.name)
+        held = self._prefetched.get(message.name)
+        if held is not None and time.monotonic() - held[0] < PREFETCH_FRESH_S and self.client is not None:
+            self._show_domain(message.name, self.client, held[1])
+        else:
+            self.open_domain(message.name)
 
     @work(exclusive=True, group="open-domain")
     async def open_domain(self, name: str) -> None:
@@ -258,9 +272,29 @@ class PvtuiApp(App[None]):
         except EngineError as exc:
             self.notify(exc.message, title=exc.title, severity="error")
             return
+        self._show_domain(name, self.client, info)
+
+    def _show_domain(self, name: str, client: Client, info: dict[str, Any]) -> None:
         if self.screen is self.domains_screen:
-            self.domain_screen.show_domain(name, self.client, info)
+            self.domain_screen.show_domain(name, client, info)
             self.push_screen("domain")
+
+    def on_live_table_row_highlighted(self, message: LiveTable.RowHighlighted) -> None:
+        if message.table is self.domains_screen.table:
+            self.prefetch_info(message.row_key, PREFETCH_SETTLE_S)
+
+    @work(exclusive=True, group="prefetch")
+    async def prefetch_info(self, name: str, settle_s: float = 0.0) -> None:
+        """Keep the highlighted domain's figures at hand, so Enter opens its view without a round trip.
+
+        Waits ``settle_s`` first: a held-down arrow key cancels each fetch before it starts.
+        """
+        await asyncio.sleep(settle_s)
+        if self.client is None:
+            return
+        with contextlib.suppress(EngineError):
+            info = await self.client.info(name)
+            self._prefetched = {name: (time.monotonic(), info)}
 
     # --- actions --------------------------------------------------------------------------
     def action_help(self) -> None:
