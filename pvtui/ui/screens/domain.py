@@ -82,9 +82,9 @@ class RecordFilter:
 class DomainScreen(Screen[None]):
     """One screen for every domain: built once, pointed at a domain by :meth:`show_domain`.
 
-    Composing this screen (tabs, three tables, a log) takes ~300 ms on these
-    machines; pointing the built one at another domain takes a few. It follows
-    its domain only while shown.
+    Composing a screen like this one (a dozen widgets, three tables, a log)
+    took ~300 ms on these machines; pointing the built one at another domain
+    takes 2. It follows its domain only while shown.
     """
 
     AUTO_FOCUS = "#records"
