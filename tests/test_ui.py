@@ -131,6 +131,17 @@ async def test_domain_view_vcpus_log_rates_console(engine: Engine, two_domains):
         await pilot.press("c")
         console = screen.query_one("#console", RichLog)
         assert await until(pilot, lambda: any("chatty" in str(line.text) for line in console.lines))
+        await pilot.press("escape")  # home again, the cursor still on beta
+        home = app.domains_screen
+        assert await until(pilot, lambda: app.screen is home)
+        assert home.table.cursor_key == "beta"
+        home.table.move_cursor(home.table.get_row_index("alpha"))
+        await pilot.press("enter")  # the same built screen, now alpha's, nothing of beta's left
+        assert await until(pilot, lambda: app.screen is screen and "alpha" in str(screen.query_one("#title").render()))
+        assert await until(pilot, lambda: records.row_count > 0)
+        assert screen.query_one("#tabs").current == "log" and "following" in str(
+            screen.query_one("#logstatus").render()
+        )
 
 
 async def test_actions_reach_the_engine(engine: Engine, two_domains):

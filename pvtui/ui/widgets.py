@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from textual.markup import escape
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Static
 
@@ -83,11 +86,11 @@ class KeyBar(Static):
 
 
 class TabBar(Static):
-    """One line naming the panes of a ContentSwitcher; the shown one stands out, a click shows one.
+    """One line naming the panes of a ContentSwitcher; the shown one stands out, a click picks one.
 
     Textual's ``TabbedContent`` brings ten widgets (tabs, underline,
-    switcher, panes) that are all restyled and laid out each time the screen
-    is shown; this is one.
+    switcher, panes) that are all restyled and laid out whenever they are
+    shown; this is one.
     """
 
     DEFAULT_CSS = """
@@ -100,11 +103,14 @@ class TabBar(Static):
     }
     """
 
-    def __init__(self, tabs: list[tuple[str, str]], active: str, *, action: str, id: str | None = None) -> None:
-        """``tabs``: (id, label) pairs; clicking one runs ``action('<id>')``."""
+    @dataclass
+    class Picked(Message):
+        tab: str
+
+    def __init__(self, tabs: list[tuple[str, str]], active: str, *, id: str | None = None) -> None:
+        """``tabs``: (id, label) pairs."""
         super().__init__("", id=id)
         self.tabs = tabs
-        self.action = action
         self.active = active
         self._draw()
 
@@ -113,9 +119,12 @@ class TabBar(Static):
             self.active = active
             self._draw()
 
+    def action_pick(self, tab: str) -> None:
+        self.post_message(self.Picked(tab))
+
     def _draw(self) -> None:
         parts = []
         for tab_id, label in self.tabs:
             style = "b reverse $accent" if tab_id == self.active else "$text-muted"
-            parts.append(f"[@click={self.action}({tab_id!r})][{style}] {escape(label)} [/][/]")
+            parts.append(f"[@click=pick({tab_id!r})][{style}] {escape(label)} [/][/]")
         self.update(" ".join(parts), layout=False)

@@ -107,6 +107,7 @@ class DomainScreen(Screen[None]):
     class ConsoleText(Message):
         domain: str
         text: str
+        replace: bool = False  # the whole console so far, sent when (re)starting to follow
 
     @dataclass
     class Info(Message):
@@ -151,7 +152,7 @@ class DomainScreen(Screen[None]):
         with Horizontal(id="top"):
             yield LiveTable(VCPU_COLUMNS, id="vcpus")
             yield LiveText("", id="memory")
-        yield TabBar(TABS, "log", action="screen.show_tab", id="tabbar")
+        yield TabBar(TABS, "log", id="tabbar")
         with ContentSwitcher(initial="log", id="tabs"):
             with Vertical(id="log"):
                 yield Input(placeholder="filter: op:console_io vcpu:0 (Enter)", id="logfilter", classes="hidden")
@@ -199,7 +200,7 @@ class DomainScreen(Screen[None]):
         events = await Client.connect(start=False)
         try:
             text, _ = await events.console(name)
-            self.post_message(self.ConsoleText(name, text))
+            self.post_message(self.ConsoleText(name, text, replace=True))
             records = await events.hypercalls(name, limit=100)
             self.post_message(self.Records(name, records))
             await events.subscribe(["console", "hypercalls"], [name])
@@ -269,6 +270,8 @@ class DomainScreen(Screen[None]):
         if message.domain != self.domain_name:
             return
         console = self.query_one("#console", RichLog)
+        if message.replace:
+            console.clear()
         for line in message.text.splitlines():
             console.write(line)
 
@@ -348,6 +351,11 @@ class DomainScreen(Screen[None]):
         records = await self.client.hypercalls(self.domain_name, limit=2000)
         self.post_message(self.Records(self.domain_name, records))
 
+    def on_tab_bar_picked(self, message: TabBar.Picked) -> None:
+        self.action_show_tab(message.tab)
+
     def action_show_tab(self, tab: str) -> None:
+        """Show a pane and focus what is in it (focus left on a hidden pane would be lost)."""
         self.query_one("#tabs", ContentSwitcher).current = tab
         self.query_one("#tabbar", TabBar).show(tab)
+        self.query_one("#records" if tab == "log" else f"#{tab}").focus()
