@@ -142,6 +142,14 @@ async def test_domain_view_vcpus_log_rates_console(engine: Engine, two_domains):
         assert screen.query_one("#tabs").current == "log" and "following" in str(
             screen.query_one("#logstatus").render()
         )
+        # The view skips Textual's restyle on reopening, but not after a theme change.
+        dark_background = screen.query_one("#records").styles.background
+        await pilot.press("escape")
+        app.theme = "textual-light" if app.theme != "textual-light" else "textual-dark"
+        await pilot.pause()
+        await pilot.press("enter")
+        assert await until(pilot, lambda: app.screen is screen)
+        assert screen.query_one("#records").styles.background != dark_background
 
 
 async def test_actions_reach_the_engine(engine: Engine, two_domains):

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from textual import work
+from textual import events, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -164,17 +164,34 @@ class DomainScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self._poll_timer = self.set_interval(1.0, self.poll, pause=True)
+        self._styles_stale = False
+        self._app_focus_when_hidden = self.app.app_focus
+        self.app.theme_changed_signal.subscribe(self, self._theme_changed)
 
-    def on_screen_resume(self) -> None:
+    def _theme_changed(self, _theme: object) -> None:
+        self._styles_stale = True
+
+    def on_screen_resume(self, event: events.ScreenResume) -> None:
+        """Start following; and skip the restyle Textual does on every push unless it is needed.
+
+        This handler runs before ``Screen``'s own (subclass first). Restyling
+        the whole screen costs ~7 ms of every open here; it only matters if the
+        theme or the terminal's focus changed while the screen was hidden.
+        """
+        if not self._styles_stale and self.app.app_focus == self._app_focus_when_hidden:
+            event.refresh_styles = False
+        self._styles_stale = False
         if self.domain_name is None:
             return
         if self.last_info is None:
             self.poll()
         self.follow_events()
+        self._poll_timer.reset()  # the next poll a second from now, not at once
         self._poll_timer.resume()
 
     def on_screen_suspend(self) -> None:
         """Hidden, the screen keeps its rows but stops asking pvd for more."""
+        self._app_focus_when_hidden = self.app.app_focus
         self._poll_timer.pause()
         self.workers.cancel_group(self, "domain-poll")
         self.workers.cancel_group(self, "domain-events")
