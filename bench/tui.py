@@ -5,7 +5,7 @@
 - tui_cpu_percent: the real ``pvtui`` (in tmux) CPU over 60 s after a 15 s warm-up, psutil.
 - table_update_ms_p95: the domains table's update (DomainsScreen._render_rows)
   plus the frame that paints it, timed inside an app connected to the same engine.
-- key_to_screen_ms_p95 (40 cursor moves), open_domain_view_ms_p95 (20 opens, until
+- key_to_screen_ms_p95 (40 cursor moves), open_domain_view_ms_p95 (40 opens, until
   the view shows the figures pvd sent): from tmux send-keys to the changed screen read back
   with capture-pane, for cursor moves and for opening the domain view.
 """
@@ -130,7 +130,7 @@ def main() -> None:
                 keys.append((wait_for(session, lambda text, old=old: text != old, 5) - start) * 1000)
                 time.sleep(0.05)
             opens: list[float] = []
-            for _ in range(3 if args.quick else 20):
+            for _ in range(3 if args.quick else 40):
                 start = time.perf_counter()
                 tmux("send-keys", "-t", session, "Enter")
                 # The view with its figures (domid comes from pvd), not only its frame.

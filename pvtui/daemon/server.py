@@ -70,6 +70,7 @@ OPS: dict[str, dict[str, Any]] = {
 FRESH_STATS_OPS = {"pause", "unpause", "vcpu_set", "vcpu_pin", "mem_set", "mem_max"}
 TOPICS = {"stats", "state", "console", "hypercalls", "lifecycle"}
 STATS_INTERVAL_S = 1.0
+STATS_BATCH = 16
 HYPERCALL_POLL_S = 0.25
 #: Rates need a long enough interval: thread CPU time has 10 ms granularity.
 MIN_RATE_INTERVAL_S = 0.5
@@ -405,13 +406,23 @@ class Pvd:
         record.state = stats["state"] if record.link is not None else record.state
 
     async def _poll_stats(self) -> None:
+        """Once a second: every monitor's stats, then one event per domain and a ``host`` event.
+
+        Monitors are asked ``STATS_BATCH`` at a time, and the loop yields
+        between batches of events: with a hundred domains, a whole round
+        handled back to back held every client request ~30 ms behind it.
+        """
         while True:
             started = time.monotonic()
             records = [r for r in self.records.values() if r.link is not None]
-            await asyncio.gather(*(self._refresh(r) for r in records), return_exceptions=True)
+            batches = [records[i : i + STATS_BATCH] for i in range(0, len(records), STATS_BATCH)]
+            for batch in batches:
+                await asyncio.gather(*(self._refresh(r) for r in batch), return_exceptions=True)
             if any(c.topics & {"stats"} for c in self.clients):
-                for record in records:
-                    self._broadcast("stats", record.name, record.summary())
+                for batch in batches:
+                    for record in batch:
+                        self._broadcast("stats", record.name, record.summary())
+                    await asyncio.sleep(0)
                 self._broadcast("stats", None, self.host_info(), kind="host")
             await asyncio.sleep(max(0.05, STATS_INTERVAL_S - (time.monotonic() - started)))
 

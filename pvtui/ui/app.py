@@ -122,6 +122,7 @@ class PvtuiApp(App[None]):
         # pushes a ready screen instead of composing one.
         self.install_screen(self.domain_screen, "domain")
         self.push_screen(self.domains_screen)
+        self.screen_change_signal.subscribe(self, self._screen_changed)
         self.connect_engine()
 
     @work(exclusive=True, group="engine")
@@ -278,6 +279,11 @@ class PvtuiApp(App[None]):
         if self.screen is self.domains_screen:
             self.domain_screen.show_domain(name, client, info)
             self.push_screen("domain")
+
+    def _screen_changed(self, screen: Screen[Any]) -> None:
+        """Back home: fetch the highlighted domain's figures now rather than at the next round."""
+        if screen is self.domains_screen and (name := screen.selected_name):
+            self.prefetch_info(name)
 
     def on_live_table_row_highlighted(self, message: LiveTable.RowHighlighted) -> None:
         if message.table is self.domains_screen.table:
