@@ -4,10 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from textual.markup import escape
+from textual.content import Content, Span
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Static
+
+
+def clickable_line(parts: list[tuple[str, str, str, str]], separator: str) -> Content:
+    """One line of (styled text, its style, plain text, click action) parts.
+
+    Built from spans, not markup: a key such as ``[`` cannot be escaped
+    reliably in markup.
+    """
+    text, spans = "", []
+    for styled, style, plain, click in parts:
+        if text:
+            text += separator
+        start = len(text)
+        text += styled + plain
+        spans.append(Span(start, len(text), click))
+        spans.append(Span(start, start + len(styled), style))
+    return Content(text, spans)
 
 
 class LiveText(Static):
@@ -54,7 +71,7 @@ class KeyBar(Static):
 
     def __init__(self) -> None:
         super().__init__("", markup=True)
-        self._text = ""
+        self._parts: list[tuple[str, str, str, str]] = []
 
     def on_mount(self) -> None:
         self.screen.bindings_updated_signal.subscribe(self, self._bindings_changed)
@@ -65,7 +82,7 @@ class KeyBar(Static):
             self._show_keys()
 
     def _show_keys(self) -> None:
-        parts: list[str] = []
+        parts: list[tuple[str, str, str, str]] = []
         actions: set[str] = set()
         bindings = self.screen.active_bindings
         palette = bindings.get(self.app.COMMAND_PALETTE_BINDING) if self.app.ENABLE_COMMAND_PALETTE else None
@@ -74,15 +91,12 @@ class KeyBar(Static):
             if binding.action in actions or not (binding.show or active is palette):
                 continue
             actions.add(binding.action)
-            key = escape(self.app.get_key_display(binding))
             style = "b $footer-key-foreground" if active.enabled else "dim"
-            parts.append(
-                f"[@click=app.simulate_key({binding.key!r})][{style}]{key}[/] {escape(binding.description)}[/]"
-            )
-        text = "  ".join(parts)
-        if text != self._text:
-            self._text = text
-            self.update(text, layout=False)
+            click = f"@click=app.simulate_key({binding.key!r})"
+            parts.append((self.app.get_key_display(binding), style, " " + binding.description, click))
+        if parts != self._parts:
+            self._parts = parts
+            self.update(clickable_line(parts, "  "), layout=False)
 
 
 class TabBar(Static):
@@ -123,8 +137,13 @@ class TabBar(Static):
         self.post_message(self.Picked(tab))
 
     def _draw(self) -> None:
-        parts = []
-        for tab_id, label in self.tabs:
-            style = "b reverse $accent" if tab_id == self.active else "$text-muted"
-            parts.append(f"[@click=pick({tab_id!r})][{style}] {escape(label)} [/][/]")
-        self.update(" ".join(parts), layout=False)
+        parts = [
+            (
+                f" {label} ",
+                "b reverse $accent" if tab_id == self.active else "$text-muted",
+                "",
+                f"@click=pick({tab_id!r})",
+            )
+            for tab_id, label in self.tabs
+        ]
+        self.update(clickable_line(parts, " "), layout=False)
