@@ -213,6 +213,11 @@ class VcpuRunner:
         fd = self.vcpu.fd
         dispatch = self.domain.hypercalls.dispatch
         read_head, read_regs, write_u64 = _EXIT_HEAD.unpack_from, _REGS.unpack_from, _U64_FIELD.pack_into
+        exit_io, hypercall_io, sync_regs = (
+            k.KVM_EXIT_IO,
+            HYPERCALL_IO_WORD,
+            k.KVM_SYNC_X86_REGS,
+        )  # locals: no lookups per exit
         try:
             while True:
                 if (self._pause or self._offline or self._stop) and self._park():
@@ -223,14 +228,14 @@ class VcpuRunner:
                     run.immediate_exit = 0
                     continue
                 reason, io_word = read_head(run_map, _EXIT_HEAD_OFFSET)
-                if reason == k.KVM_EXIT_IO and io_word == HYPERCALL_IO_WORD:
+                if reason == exit_io and io_word == hypercall_io:
                     rax, _, _, rdx, rsi, rdi, _, _, r8, _, r10 = read_regs(run_map, _REGS_OFFSET)
                     # The hypercall number is the `out`'s 32-bit value, i.e. eax.
                     result = dispatch(self, rax & 0xFFFFFFFF, rdi, rsi, rdx, r10, r8)
                     if result is None:
                         break
                     write_u64(run_map, _REGS_OFFSET, result & _U64)
-                    write_u64(run_map, _DIRTY_OFFSET, k.KVM_SYNC_X86_REGS)
+                    write_u64(run_map, _DIRTY_OFFSET, sync_regs)
                     continue
                 io_exit = (io.direction, io.size, io.port, io.count) if reason == k.KVM_EXIT_IO else None
                 action = decode_exit(
