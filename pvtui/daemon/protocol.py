@@ -169,9 +169,17 @@ class Channel:
                 if "event" in message:
                     self._on_event(message)
                     continue
-                future = self._pending.get(message.get("id"))
-                # A reply without an id (e.g. a refused connection) answers every waiter.
-                for waiter in list(self._pending.values()) if future is None else [future]:
+                reply_id = message.get("id")
+                if reply_id is None:
+                    # A reply without an id (a refused connection) answers every waiter.
+                    waiters = list(self._pending.values())
+                else:
+                    # The reply to a request whose caller gave up (cancelled, timed out)
+                    # answers no one: handing it to another waiter would give that one
+                    # a reply to a different question.
+                    future = self._pending.get(reply_id)
+                    waiters = [] if future is None else [future]
+                for waiter in waiters:
                     if waiter.done():
                         continue
                     if message.get("ok"):

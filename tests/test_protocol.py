@@ -1,0 +1,62 @@
+"""protocol.Channel against a scripted peer: replies reach the request they answer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+
+from pvtui.daemon import protocol
+
+
+class Refused(Exception):
+    pass
+
+
+async def channel_and_peer() -> tuple[protocol.Channel, asyncio.StreamReader, asyncio.StreamWriter]:
+    ours, theirs = socket.socketpair()
+    reader, writer = await asyncio.open_unix_connection(sock=ours)
+    peer_reader, peer_writer = await asyncio.open_unix_connection(sock=theirs)
+    channel = protocol.Channel(
+        reader,
+        writer,
+        on_event=lambda _event: None,
+        on_closed=lambda: None,
+        error=lambda error: Refused(error.get("message")),
+        lost=lambda: ConnectionError("lost"),
+    )
+    return channel, peer_reader, peer_writer
+
+
+async def test_a_late_reply_to_a_cancelled_request_reaches_no_one():
+    channel, peer_reader, peer_writer = await channel_and_peer()
+    first = asyncio.create_task(channel.request("info", {"name": "beta"}))
+    first_id = json.loads(await peer_reader.readline())["id"]
+    first.cancel()  # the caller gives up (an exclusive worker replaced, say)
+    with contextlib.suppress(asyncio.CancelledError):
+        await first
+    second = asyncio.create_task(channel.request("host", {}))
+    second_id = json.loads(await peer_reader.readline())["id"]
+    # The peer answers the abandoned request first, with an error, then the live one.
+    peer_writer.write(protocol.reply_error(first_id, protocol.ProtocolError("refused", "No domain named beta", "gone")))
+    peer_writer.write(protocol.reply_ok(second_id, {"cpus": 2}))
+    await peer_writer.drain()
+    assert await asyncio.wait_for(second, 5) == {"cpus": 2}
+    peer_writer.close()
+
+
+async def test_a_reply_without_an_id_answers_every_waiter():
+    channel, peer_reader, peer_writer = await channel_and_peer()
+    waiters = [asyncio.create_task(channel.request("list", {})) for _ in range(2)]
+    for _ in waiters:
+        await peer_reader.readline()
+    peer_writer.write(protocol.reply_error(None, protocol.ProtocolError("too_large", "Request too large", "")))
+    await peer_writer.drain()
+    for waiter in waiters:
+        try:
+            await asyncio.wait_for(waiter, 5)
+        except Refused:
+            continue
+        raise AssertionError("a waiter got no answer")
+    peer_writer.close()
