@@ -23,7 +23,7 @@ HELP = """\
 | key | action |
 | --- | --- |
 | `↑` `↓` `enter` | select, open the domain view |
-| `1`…`9`, `0` | sort by column 1…10 (again: reverse) |
+| `1`…`9`, `0` | sort by column 1…10 (again: reverse); or click a column label |
 | `<` `>` | sort by the column left / right (every column) |
 | `/` | filter by name |
 | `n` | new domain from a template |
