@@ -101,6 +101,10 @@ async def test_domains_view_sorts_and_filters(engine: Engine, two_domains):
             await pilot.press("less_than_sign")
         assert app.domains_screen.sort_column == COLUMNS[1][0]
         await pilot.press("1")
+        header = table.render_line(0).text
+        await pilot.click("#domains", offset=(header.index("CPU%"), 0))  # a click on a label sorts by it
+        assert app.domains_screen.sort_column == "cpu_pct" and "CPU%▼" in table.render_line(0).text
+        await pilot.press("1")
         await pilot.press("slash", *"bet", "enter")
         assert table.row_keys == ["beta"]
         await pilot.press("escape")
