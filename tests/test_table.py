@@ -64,15 +64,20 @@ async def test_update_rows_changes_only_changed_rows():
         assert "7" in lines(app)[2]
 
 
-async def test_trim_keeps_the_newest_rows_like_a_log():
+async def test_add_rows_with_keep_holds_the_newest_rows_like_a_log():
     app = TableApp()
     async with app.run_test(size=(60, 10)):
         table = app.query_one(LiveTable)
         table.add_rows((str(i), [str(i), "x"]) for i in range(10))
         table.move_cursor(9)
-        table.trim(4)
-        assert table.row_keys == ["6", "7", "8", "9"]
-        assert table.get_row_index("9") == 3 and table.cursor_key == "9"
+        table.add_rows([("10", ["10", "wider cell"])], keep=4)
+        assert table.row_keys == ["7", "8", "9", "10"]
+        assert table.get_row_index("10") == 3 and table.cursor_key == "9"  # the cursor stays on its row
+        assert table.get_cell("10", "value") == "wider cell" and table.get_cell("7", "value") == "x"
+        table.add_rows([(str(i), [str(i), "y"]) for i in range(11, 20)], keep=4)  # more than it keeps
+        assert table.row_keys == ["16", "17", "18", "19"] and table.get_row_index("16") == 0
+        table.update_rows([("17", ["17", "z"])])
+        assert table.get_cell("17", "value") == "z"
 
 
 async def test_keys_and_clicks_select_rows_and_headers():

@@ -30,7 +30,7 @@ class LiveTable(ScrollView, can_focus=True):
     """Rows of text cells with a row cursor, keyed by a string per row.
 
     ``set_rows`` replaces every row and keeps the cursor on the same key;
-    ``update_rows`` repaints the changed lines only; ``add_rows``/``trim`` make it a log.
+    ``update_rows`` repaints the changed lines only; ``add_rows(rows, keep=n)`` makes it a log.
     """
 
     COMPONENT_CLASSES = {"live-table--header", "live-table--cursor", "live-table--even-row"}
@@ -126,7 +126,8 @@ class LiveTable(ScrollView, can_focus=True):
         self.zebra_stripes = zebra_stripes
         self._keys: list[str] = []
         self._cells: list[list[str]] = []
-        self._index: dict[str, int] = {}
+        self._index: dict[str, int] = {}  # key -> position counted from the last set_rows
+        self._dropped = 0  # rows trimmed off the front since then
         self._lines: list[str] = []
         self._widths = [cell_len(label) for label in self._labels]
         self._header = ""
@@ -146,13 +147,13 @@ class LiveTable(ScrollView, can_focus=True):
         return self._keys[self.cursor_row] if self._keys else None
 
     def get_row_index(self, key: str) -> int:
-        return self._index[key]
+        return self._index[key] - self._dropped
 
     def get_row(self, key: str) -> list[str]:
-        return list(self._cells[self._index[key]])
+        return list(self._cells[self.get_row_index(key)])
 
     def get_cell(self, key: str, column_key: str) -> str:
-        return self._cells[self._index[key]][self.column_keys.index(column_key)]
+        return self._cells[self.get_row_index(key)][self.column_keys.index(column_key)]
 
     def set_labels(self, labels: dict[str, str]) -> None:
         """New labels for some columns (a sort arrow, say)."""
@@ -169,10 +170,11 @@ class LiveTable(ScrollView, can_focus=True):
             self._keys.append(key)
             self._cells.append(list(cells))
         self._index = {key: i for i, key in enumerate(self._keys)}
+        self._dropped = 0
         self._fit_widths()
         self._relayout()
         if selected in self._index:
-            self._set_cursor(self._index[selected])
+            self._set_cursor(self.get_row_index(selected))
         else:
             self._set_cursor(min(self.cursor_row, max(0, self.row_count - 1)))
 
@@ -180,7 +182,7 @@ class LiveTable(ScrollView, can_focus=True):
         """Change rows in place; only their lines are repainted unless a column has to widen."""
         changed: list[int] = []
         for key, cells in rows:
-            index = self._index[key]
+            index = self._index[key] - self._dropped
             new = list(cells)
             if self._cells[index] != new:
                 self._cells[index] = new
@@ -194,31 +196,34 @@ class LiveTable(ScrollView, can_focus=True):
             self._lines[index] = self._line(self._cells[index])
         self._refresh_rows(changed)
 
-    def add_rows(self, rows: Iterable[Row]) -> None:
-        added = False
+    def add_rows(self, rows: Iterable[Row], keep: int | None = None) -> None:
+        """Append rows; with ``keep``, then drop the oldest so at most ``keep`` remain (a log).
+
+        The virtual size is set once, after both: it is a layout reactive, and a
+        full log that adds and drops as many rows keeps its size, so it needs
+        no layout at all.
+        """
+        first_new = len(self._keys)
         for key, cells in rows:
-            self._index[key] = len(self._keys)
+            self._index[key] = self._dropped + len(self._keys)
             self._keys.append(key)
             self._cells.append(list(cells))
-            added = True
-        if not added:
+        drop = 0 if keep is None else max(0, len(self._keys) - keep)
+        if drop:
+            for key in self._keys[:drop]:
+                del self._index[key]
+            del self._keys[:drop], self._cells[:drop], self._lines[: min(drop, len(self._lines))]
+            self._dropped += drop
+            first_new = max(0, first_new - drop)
+            self._set_cursor(max(0, self.cursor_row - drop))
+        if first_new == len(self._keys) and not drop:
             return
-        if True in [self._widen(cells) for cells in self._cells[len(self._lines) :]]:  # widen for every row
+        if True in [self._widen(cells) for cells in self._cells[first_new:]]:  # widen for every row
             self._relayout()
-        else:
-            self._lines.extend(self._line(cells) for cells in self._cells[len(self._lines) :])
-            self.virtual_size = Size(self._total_width(), self.row_count + 1)
-            self.refresh()
-
-    def trim(self, keep: int) -> None:
-        """Drop the oldest rows so that at most ``keep`` remain (a log's bound)."""
-        drop = self.row_count - keep
-        if drop <= 0:
             return
-        del self._keys[:drop], self._cells[:drop], self._lines[:drop]
-        self._index = {key: i for i, key in enumerate(self._keys)}
+        del self._lines[first_new:]
+        self._lines.extend(self._line(cells) for cells in self._cells[first_new:])
         self.virtual_size = Size(self._total_width(), self.row_count + 1)
-        self._set_cursor(max(0, self.cursor_row - drop))
         self.refresh()
 
     def clear(self) -> None:

@@ -324,8 +324,7 @@ class DomainScreen(Screen[None]):
                 f"{record.latency_ns / 1000:.1f}",
             ]
             rows.append((str(record.seq), cells))
-        table.add_rows(rows)
-        table.trim(MAX_LOG_ROWS)
+        table.add_rows(rows, keep=MAX_LOG_ROWS)
         if self.follow and table.row_count:
             table.move_cursor(table.row_count - 1)
 
