@@ -98,3 +98,16 @@ async def test_keys_and_clicks_select_rows_and_headers():
         assert table.cursor_key == "b"
         await pilot.click(LiveTable, offset=(1, 2))  # again: select
         assert ("selected", "b") in app.messages
+
+
+async def test_sync_rows_updates_in_place_or_rebuilds_when_keys_change():
+    app = TableApp()
+    async with app.run_test(size=(60, 10)) as pilot:
+        table = app.query_one(LiveTable)
+        table.sync_rows({"a": ["a", "1"], "b": ["b", "2"]})
+        table.move_cursor(1)
+        table.sync_rows({"a": ["a", "1"], "b": ["b", "9"]})  # same keys: b's line changes in place
+        await pilot.pause()
+        assert table.get_cell("b", "value") == "9" and "9" in lines(app)[2]
+        table.sync_rows({"b": ["b", "9"], "c": ["c", "3"], "a": ["a", "1"]})  # new order: rebuilt
+        assert table.row_keys == ["b", "c", "a"] and table.cursor_key == "b"

@@ -26,6 +26,17 @@ from textual.strip import Strip
 Row = tuple[str, Sequence[str]]
 
 
+@dataclass
+class _TableMessage(Message):
+    """A message from a LiveTable; ``control`` lets ``@on(..., "#id")`` match it."""
+
+    table: LiveTable
+
+    @property
+    def control(self) -> LiveTable:
+        return self.table
+
+
 class LiveTable(ScrollView, can_focus=True):
     """Rows of text cells with a row cursor, keyed by a string per row.
 
@@ -81,35 +92,20 @@ class LiveTable(ScrollView, can_focus=True):
     cursor_row: reactive[int] = reactive(0, always_update=False, init=False)
 
     @dataclass
-    class RowHighlighted(Message):
-        table: LiveTable
+    class RowHighlighted(_TableMessage):
         row_key: str
 
-        @property
-        def control(self) -> LiveTable:
-            return self.table
-
     @dataclass
-    class RowSelected(Message):
+    class RowSelected(_TableMessage):
         """Enter, a click on the highlighted row, or a double click."""
 
-        table: LiveTable
         row_key: str
 
-        @property
-        def control(self) -> LiveTable:
-            return self.table
-
     @dataclass
-    class HeaderSelected(Message):
+    class HeaderSelected(_TableMessage):
         """A click on a column's label."""
 
-        table: LiveTable
         column_key: str
-
-        @property
-        def control(self) -> LiveTable:
-            return self.table
 
     def __init__(
         self,
@@ -177,6 +173,14 @@ class LiveTable(ScrollView, can_focus=True):
             self._set_cursor(self.get_row_index(selected))
         else:
             self._set_cursor(min(self.cursor_row, max(0, self.row_count - 1)))
+
+    def sync_rows(self, rows: dict[str, Sequence[str]]) -> None:
+        """Show ``rows``: changed lines repainted in place while the keys and their
+        order stay the same, a rebuild (cursor kept on its key) when they change."""
+        if list(rows) == self._keys:
+            self.update_rows(rows.items())
+        else:
+            self.set_rows(rows.items())
 
     def update_rows(self, rows: Iterable[Row]) -> None:
         """Change rows in place; only their lines are repainted unless a column has to widen."""

@@ -70,7 +70,7 @@ class KeyBar(Static):
     """
 
     def __init__(self) -> None:
-        super().__init__("", markup=True)
+        super().__init__("")
         self._parts: list[tuple[str, str, str, str]] = []
 
     def on_mount(self) -> None:

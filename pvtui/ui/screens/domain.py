@@ -245,7 +245,6 @@ class DomainScreen(Screen[None]):
         self._update_rates(stats, info.get("op_rates", {}))
 
     def _update_vcpus(self, vcpus: list[dict[str, Any]]) -> None:
-        table = self.query_one("#vcpus", LiveTable)
         now = time.monotonic()
         rows: dict[str, list[str]] = {}
         for vcpu in vcpus:
@@ -269,10 +268,7 @@ class DomainScreen(Screen[None]):
                 ",".join(map(str, vcpu["affinity"])) if vcpu.get("affinity") else "all",
                 str(vcpu["hypercalls"]),
             ]
-        if list(rows) != table.row_keys:
-            table.set_rows(rows.items())
-        else:
-            table.update_rows(rows.items())
+        self.query_one("#vcpus", LiveTable).sync_rows(rows)
 
     def _update_rates(self, stats: dict[str, Any], rates: dict[str, float]) -> None:
         per_op: dict[str, int] = stats.get("hypercalls_per_op", {})

@@ -172,15 +172,11 @@ class DomainsScreen(Screen[None]):
 
     def _render_rows(self) -> None:
         """Repaint changed rows only; rebuild when the set or order of rows changes."""
-        table = self.table
         memory_total = self.host.memory_total if self.host else 1
         visible = self._visible()
         now = self.wall_clock()
         rows = {d.name: list(row_cells(d, self.history, memory_total, now).values()) for d in visible}
-        if list(rows) != table.row_keys:
-            table.set_rows(rows.items())
-        else:
-            table.update_rows(rows.items())
+        self.table.sync_rows(rows)
 
     def action_sort(self, index: int) -> None:
         """Sort by column ``index``; the same column again reverses."""
