@@ -46,7 +46,7 @@ def _refuse_nested(runner: VcpuRunner, a1: int, a2: int, a3: int, a4: int, a5: i
     return EINVAL
 
 
-class _EntryTable(dict[int, Handler]):
+class _HandlerTable(dict[int, Handler]):
     """Handlers by number; a number without one gets ``_unknown`` (hits stay a plain dict lookup,
     and the hot paths need no branch for unknown numbers)."""
 
@@ -71,11 +71,10 @@ class HypercallHandler:
             abi.Hypercall.sched_op: self.sched_op,
             abi.Hypercall.event_channel_op: self.event_channel_op,
         }
-        self._table: dict[int, Handler] = {int(number): handler for number, handler in handlers.items()}
-        self._calls = _EntryTable(self._table)
+        self._calls = _HandlerTable({int(number): handler for number, handler in handlers.items()})
         # For multicall entries: the same, but no nesting.
-        self._entry_table = _EntryTable(self._table)
-        self._entry_table[_MULTICALL] = _refuse_nested
+        self._entry_calls = _HandlerTable(self._calls)
+        self._entry_calls[_MULTICALL] = _refuse_nested
         self._clock = time.monotonic_ns
         self._record = self.accounting.record
 
@@ -218,7 +217,7 @@ class HypercallHandler:
         except ValueError:
             return EFAULT
         # Locals only in the loop: a global or attribute lookup per entry shows in the speedup.
-        table, monotonic_ns = self._entry_table, time.monotonic_ns
+        table, monotonic_ns = self._entry_calls, time.monotonic_ns
         results, finished = array("q"), array("Q")
         give, lap = results.append, finished.append
         started = monotonic_ns()

@@ -2,7 +2,8 @@
 
 The engine is reached through :class:`pvtui.client.Client` in async workers,
 so nothing blocks the UI; pvd's events arrive as :class:`EngineEvent`
-messages, its once-a-second figures for every domain as one :class:`StatsTick`. Screens get data pushed down; they post messages up.
+messages, its once-a-second figures for every domain as one
+:class:`StatsTick`. Screens get data pushed down; they post messages up.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ class PvtuiApp(App[None]):
         self.domains_screen = DomainsScreen()
         self.domain_screen = DomainScreen()
         self._domain_screen_built = False
-        self._prefetched: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._prefetched: tuple[str, float, dict[str, Any]] | None = None  # (domain, when, info)
 
     # --- engine ------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -217,8 +218,7 @@ class PvtuiApp(App[None]):
         if message.host is not None:
             self.host = message.host
             self.push_data(sample=True)
-            if self.screen is self.domains_screen and (name := self.domains_screen.selected_name):
-                self.prefetch_info(name)
+            self._prefetch_highlighted()
 
     @work(group="engine-refresh")
     async def refresh_registry(self) -> None:
@@ -257,9 +257,14 @@ class PvtuiApp(App[None]):
         await self.reload()
 
     def on_domains_screen_selected(self, message: DomainsScreen.Selected) -> None:
-        held = self._prefetched.get(message.name)
-        if held is not None and time.monotonic() - held[0] < PREFETCH_FRESH_S and self.client is not None:
-            self._show_domain(message.name, self.client, held[1])
+        held = self._prefetched
+        if (
+            held is not None
+            and held[0] == message.name
+            and time.monotonic() - held[1] < PREFETCH_FRESH_S
+            and self.client is not None
+        ):
+            self._show_domain(message.name, self.client, held[2])
         else:
             self.open_domain(message.name)
 
@@ -280,9 +285,12 @@ class PvtuiApp(App[None]):
             self.domain_screen.show_domain(name, client, info)
             self.push_screen("domain")
 
-    def _screen_changed(self, screen: Screen[Any]) -> None:
+    def _screen_changed(self, _screen: Screen[Any]) -> None:
         """Back home: fetch the highlighted domain's figures now rather than at the next round."""
-        if screen is self.domains_screen and (name := screen.selected_name):
+        self._prefetch_highlighted()
+
+    def _prefetch_highlighted(self) -> None:
+        if self.screen is self.domains_screen and (name := self.domains_screen.selected_name):
             self.prefetch_info(name)
 
     def on_live_table_row_highlighted(self, message: LiveTable.RowHighlighted) -> None:
@@ -300,7 +308,7 @@ class PvtuiApp(App[None]):
             return
         with contextlib.suppress(EngineError):
             info = await self.client.info(name)
-            self._prefetched = {name: (time.monotonic(), info)}
+            self._prefetched = (name, time.monotonic(), info)
 
     # --- actions --------------------------------------------------------------------------
     def action_help(self) -> None:
