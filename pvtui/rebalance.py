@@ -29,8 +29,10 @@ class Limits:
     max_vcpus: int
     min_memory: int
     max_memory: int  # present memory (grow with mem-max first)
-    cpu_percent: float  # measured, sum over its vCPUs
-    guest_used: int  # bytes the guest reports using
+    #: Host-measured CPU of its vCPU threads, summed (``None``: not measured yet).
+    cpu_percent: float | None
+    #: Bytes the guest reports using: the guest's own word, not a host measurement.
+    guest_used: int
 
 
 @dataclass(frozen=True)
@@ -102,12 +104,16 @@ def make_plan(
 def suggest(
     current: dict[str, Allocation], limits: dict[str, Limits], target_cpu_per_vcpu: float = 70.0
 ) -> dict[str, Allocation]:
-    """Allocations from measured demand: enough vCPUs to run each below
-    ``target_cpu_per_vcpu`` % busy, and memory = what the guest uses + 25 % + 16 MiB."""
+    """Allocations from demand: enough vCPUs to run each below ``target_cpu_per_vcpu`` % busy
+    (host-measured), and memory = what the guest reports using + 25 % + 16 MiB (the
+    guest's own report). A domain whose CPU was not measured yet keeps its vCPUs."""
     wanted = {}
     for name in current:
         limit = limits[name]
-        vcpus = max(1, min(limit.max_vcpus, math.ceil(limit.cpu_percent / target_cpu_per_vcpu) or 1))
+        if limit.cpu_percent is None:
+            vcpus = current[name].vcpus
+        else:
+            vcpus = max(1, min(limit.max_vcpus, math.ceil(limit.cpu_percent / target_cpu_per_vcpu) or 1))
         memory = int(limit.guest_used * 1.25) + MEMORY_STEP
         memory = -(-memory // MEMORY_STEP) * MEMORY_STEP
         memory = max(limit.min_memory, min(limit.max_memory, memory))

@@ -57,7 +57,6 @@ class DomainsSnapshotApp(App[None]):
     def __init__(self) -> None:
         super().__init__()
         self.screen_under_test = DomainsScreen()
-        self.screen_under_test.wall_clock = lambda: 0.0  # type: ignore[method-assign]
 
     async def on_mount(self) -> None:
         await self.push_screen(self.screen_under_test)
@@ -67,7 +66,7 @@ class DomainsSnapshotApp(App[None]):
                     d.name,
                     d.domid,
                     d.state,
-                    d.cpu_percent * (step + 1) / 10,
+                    (d.cpu_percent or 0.0) * (step + 1) / 10,
                     (d.vcpus_online, d.vcpus_max),
                     d.memory.boot_bytes,
                 )

@@ -2,6 +2,7 @@
 
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -93,12 +94,27 @@ def test_docs_agree_with_the_fixed_abi():
         assert f"{value:#x}" in text.lower(), f"{name} address missing from docs/abi.md"
 
 
-def test_engine_does_not_load_textual():
-    """The VMM is a library with no UI: importing it must not import Textual."""
+@pytest.mark.parametrize(
+    "modules",
+    [
+        "pvtui.engine.domain, pvtui.engine.hypercalls, pvtui.engine.kvm.system",
+        "pvtui.domain.loader, pvtui.domain.schema",
+        "pvtui.daemon.server, pvtui.daemon.monitor, pvtui.daemon.main",
+        "pvtui.client",
+        "pvtui.rebalance",
+        "pvtui.cli.run, pvtui.cli.main, pvtui.cli.verbs",
+    ],
+)
+def test_headless_packages_do_not_load_textual(modules):
+    """The engine, pvd, the client and the CLI have no UI: importing them must not import Textual.
+
+    Run with this interpreter (``sys.executable``): a bare ``python`` may be
+    another one, without the project's dependencies.
+    """
     code = (
-        "import sys, pvtui.engine.domain, pvtui.cli.run, pvtui.cli.main;"
+        f"import sys, {modules};"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('textual',)];"
         "print(bad); sys.exit(1 if bad else 0)"
     )
-    result = subprocess.run(["python", "-c", code], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

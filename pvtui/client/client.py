@@ -126,8 +126,9 @@ class Client:
     async def host(self) -> HostInfo:
         return HostInfo.from_dict(await self.call("host"))
 
-    async def list_domains(self) -> list[DomainSummary]:
-        return [DomainSummary.from_dict(d) for d in await self.call("list")]
+    async def list_domains(self, fresh: bool = False) -> list[DomainSummary]:
+        """Every domain; ``fresh`` has pvd read every monitor's counters first (not its last 1 Hz round)."""
+        return [DomainSummary.from_dict(d) for d in await self.call("list", **({"fresh": True} if fresh else {}))]
 
     async def info(self, name: str) -> dict[str, Any]:
         return await self.call("info", name=name)

@@ -42,6 +42,8 @@ class VcpuInfo:
     hypercalls: int
     affinity: list[int] | None = None
     host_cpu: int | None = None
+    #: Over pvd's last sampling interval; ``None`` until two samples exist.
+    cpu_percent: float | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VcpuInfo:
@@ -55,12 +57,15 @@ class DomainSummary:
     state: str
     pid: int | None = None
     cpu_s: float = 0.0
-    cpu_percent: float = 0.0
+    #: Guest time: the vCPU threads' CPU over pvd's last interval (``None`` until two samples).
+    cpu_percent: float | None = None
+    #: The monitor process beyond its vCPU threads: what running this domain costs the engine.
+    engine_cpu_percent: float | None = None
     vcpus_online: int = 0
     vcpus_max: int = 0
     memory: MemoryInfo = field(default_factory=MemoryInfo)
     hypercalls_total: int = 0
-    hypercalls_per_s: float = 0.0
+    hypercalls_per_s: float | None = None
     uptime_s: float = 0.0
     weight: int = 256
     cap: int = 0
@@ -68,6 +73,7 @@ class DomainSummary:
     restarts: int = 0
     crash_reason: str | None = None
     as_of: float = 0.0
+    sampled_s: float | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DomainSummary:
@@ -79,13 +85,17 @@ class DomainSummary:
 @dataclass(frozen=True)
 class HostInfo:
     cpus: int
-    cpu_percent: float
+    #: Busy share of all host CPUs over pvd's last interval of ≥ 1 s (``None`` before one).
+    cpu_percent: float | None
     memory_total: int
     memory_available: int
     memory_given: int
     domains: int
     domains_by_state: dict[str, int]
     cpu_control: str
+    pvd_cpu_percent: float | None = None
+    cpu_busy_s: float = 0.0
+    cpu_total_s: float = 0.0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HostInfo:

@@ -32,6 +32,7 @@ from pvtui.daemon.cpucontrol import CpuControl
 from pvtui.daemon.link import MonitorGone, MonitorLink
 from pvtui.daemon.monitor import MonitorSpec
 from pvtui.daemon.protocol import ProtocolError
+from pvtui.daemon.rates import DomainRates
 from pvtui.daemon.zygote import Zygote
 from pvtui.domain.cpuset import parse_cpu_list
 from pvtui.domain.loader import DomainFileError, load_domain_file
@@ -47,7 +48,7 @@ SIZE = (int, str)
 OPS: dict[str, dict[str, Any]] = {
     "hello": {},
     "host": {},
-    "list": {},
+    "list": {"fresh?": bool},
     "info": {"name": str},
     "create": {"path": str},
     "shutdown": {"name": str, "timeout?": NUM, "wait?": bool},
@@ -72,8 +73,6 @@ TOPICS = {"stats", "state", "console", "hypercalls", "lifecycle"}
 STATS_INTERVAL_S = 1.0
 STATS_BATCH = 16
 HYPERCALL_POLL_S = 0.25
-#: Rates need a long enough interval: thread CPU time has 10 ms granularity.
-MIN_RATE_INTERVAL_S = 0.5
 MAX_CLIENT_BACKLOG = 8 << 20
 
 
@@ -85,11 +84,7 @@ class DomainRecord:
     link: MonitorLink | None = None
     state: str = "running"
     stats: dict[str, Any] | None = None
-    sample: tuple[float, float, int] | None = None  # (time, cpu seconds, hypercalls) rates are taken from
-    sample_ops: dict[str, int] = field(default_factory=dict)
-    cpu_percent: float = 0.0
-    hypercall_rate: float = 0.0
-    op_rates: dict[str, float] = field(default_factory=dict)
+    rates: DomainRates = field(default_factory=DomainRates)
     weight: int = 256
     cap: int = 0
     expect_exit: bool = False
@@ -112,12 +107,13 @@ class DomainRecord:
             "state": self.state,
             "pid": self.pid,
             "cpu_s": round(sum(v["cpu_time_s"] for v in stats.get("vcpus", [])), 3),
-            "cpu_percent": round(self.cpu_percent, 2),
+            "cpu_percent": _rounded(self.rates.cpu_percent, 2),
+            "engine_cpu_percent": _rounded(self.rates.engine_cpu_percent, 3),
             "vcpus_online": stats.get("online_vcpus", 0),
             "vcpus_max": self.config.maxvcpus_or_vcpus,
             "memory": memory,
             "hypercalls_total": stats.get("hypercalls_total", 0),
-            "hypercalls_per_s": round(self.hypercall_rate, 1),
+            "hypercalls_per_s": _rounded(self.rates.hypercalls_per_s, 1),
             "uptime_s": round(stats.get("uptime_s", 0.0), 2),
             "weight": self.weight,
             "cap": self.cap,
@@ -127,6 +123,9 @@ class DomainRecord:
             # pvd's clock when this was put together: a client holding two
             # summaries (an event in flight, a reply) keeps the newer one.
             "as_of": time.monotonic(),
+            # When the monitor read the counters above (cpu_s, hypercalls_total):
+            # a client taking its own rates divides by the difference of these.
+            "sampled_s": stats.get("sampled_s"),
         }
 
 
@@ -154,6 +153,7 @@ class Pvd:
         self._zygote_stream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._hypercall_tasks: dict[str, asyncio.Task[None]] = {}
         self._detaching: set[asyncio.Task[None]] = set()
+        self._cpu_meter = _CpuMeter()
 
     # --- lifetime -------------------------------------------------------------------
     async def run(self) -> None:
@@ -386,22 +386,8 @@ class Pvd:
             stats = await record.link.request("stats")
         except (TimeoutError, MonitorGone, ProtocolError):
             return
-        now = time.monotonic()
-        cpu = sum(v["cpu_time_s"] for v in stats["vcpus"])
-        calls = stats["hypercalls_total"]
-        restarted = record.sample is not None and stats.get("restarts") != (record.stats or {}).get("restarts")
-        if record.sample is None or restarted:
-            record.sample, record.sample_ops = (now, cpu, calls), stats["hypercalls_per_op"]
-        elif now - record.sample[0] >= MIN_RATE_INTERVAL_S:
-            then, cpu_then, calls_then = record.sample
-            elapsed = now - then
-            record.cpu_percent = max(0.0, (cpu - cpu_then) / elapsed * 100)
-            record.hypercall_rate = max(0.0, (calls - calls_then) / elapsed)
-            before = record.sample_ops
-            record.op_rates = {
-                op: max(0.0, (n - before.get(op, 0)) / elapsed) for op, n in stats["hypercalls_per_op"].items()
-            }
-            record.sample, record.sample_ops = (now, cpu, calls), stats["hypercalls_per_op"]
+        record.rates.add(stats)
+        record.rates.annotate(stats)
         record.stats = stats
         record.state = stats["state"] if record.link is not None else record.state
 
@@ -414,10 +400,7 @@ class Pvd:
         """
         while True:
             started = time.monotonic()
-            records = [r for r in self.records.values() if r.link is not None]
-            batches = [records[i : i + STATS_BATCH] for i in range(0, len(records), STATS_BATCH)]
-            for batch in batches:
-                await asyncio.gather(*(self._refresh(r) for r in batch), return_exceptions=True)
+            batches = await self._refresh_all()
             if any(c.topics & {"stats"} for c in self.clients):
                 for batch in batches:
                     for record in batch:
@@ -426,7 +409,16 @@ class Pvd:
                 self._broadcast("stats", None, self.host_info(), kind="host")
             await asyncio.sleep(max(0.05, STATS_INTERVAL_S - (time.monotonic() - started)))
 
+    async def _refresh_all(self) -> list[list[DomainRecord]]:
+        """Fresh stats from every monitor, ``STATS_BATCH`` at a time; returns the batches."""
+        records = [r for r in self.records.values() if r.link is not None]
+        batches = [records[i : i + STATS_BATCH] for i in range(0, len(records), STATS_BATCH)]
+        for batch in batches:
+            await asyncio.gather(*(self._refresh(r) for r in batch), return_exceptions=True)
+        return batches
+
     def host_info(self) -> dict[str, Any]:
+        self._cpu_meter.update()
         memory = psutil.virtual_memory()
         given = sum(((r.stats or {}).get("memory") or {}).get("held_bytes", 0) for r in self.records.values())
         states: dict[str, int] = {}
@@ -434,7 +426,12 @@ class Pvd:
             states[record.state] = states.get(record.state, 0) + 1
         return {
             "cpus": os.cpu_count() or 1,
-            "cpu_percent": psutil.cpu_percent(interval=None),
+            "cpu_percent": self._cpu_meter.host_percent,
+            "pvd_cpu_percent": self._cpu_meter.own_percent,
+            # Cumulative busy and total CPU seconds of all host CPUs: a client
+            # takes the host's CPU % over its own interval from two replies.
+            "cpu_busy_s": round(self._cpu_meter.last[2], 2),
+            "cpu_total_s": round(self._cpu_meter.last[3], 2),
             "memory_total": memory.total,
             "memory_available": memory.available,
             "memory_given": given,
@@ -564,6 +561,8 @@ class Pvd:
         if op == "host":
             return self.host_info()
         if op == "list":
+            if args.get("fresh"):
+                await self._refresh_all()
             return [r.summary() for r in sorted(self.records.values(), key=lambda r: r.spec.domid)]
         if op == "subscribe":
             topics = set(args["topics"])
@@ -596,6 +595,8 @@ class Pvd:
         if op in FRESH_STATS_OPS and isinstance(result, dict) and name in self.records:
             # The monitor answered with its stats after the change: list shows it at once.
             record = self.records[name]
+            record.rates.add(result)
+            record.rates.annotate(result)
             record.stats = result
             record.state = result.get("state", record.state)
         return result
@@ -604,7 +605,7 @@ class Pvd:
         if op == "info":
             record = self._record(name)
             await self._refresh(record)
-            return {**record.summary(), "stats": record.stats, "op_rates": record.op_rates}
+            return {**record.summary(), "stats": record.stats, "op_rates": record.rates.op_rates}
         if op == "destroy":
             return await self._destroy(self._record(name))
         record, link = self._live(name)
@@ -682,6 +683,40 @@ class Pvd:
         if self.records.get(record.name) is record:
             self._forget(record, "destroyed")
         return {"name": record.name, "state": "dead"}
+
+
+class _CpuMeter:
+    """pvd's own CPU % and the host's, over the last interval of at least a second.
+
+    Read at every ``host`` request and stats round; the figures move only when
+    a second has passed, so a burst of requests never yields a rate over a
+    few milliseconds. ``None`` before the first whole interval.
+    """
+
+    def __init__(self) -> None:
+        self._base = self.last = self._read()
+        self.own_percent: float | None = None
+        self.host_percent: float | None = None
+
+    @staticmethod
+    def _read() -> tuple[float, float, float, float]:
+        times = psutil.cpu_times()
+        busy = sum(times) - times.idle - getattr(times, "iowait", 0.0)
+        return time.monotonic(), time.process_time(), busy, sum(times)
+
+    def update(self) -> None:
+        now = self.last = self._read()
+        then = self._base
+        if now[0] - then[0] < 1.0:
+            return
+        self.own_percent = round(100 * max(0.0, now[1] - then[1]) / (now[0] - then[0]), 3)
+        total = now[3] - then[3]
+        self.host_percent = round(100 * max(0.0, now[2] - then[2]) / total, 1) if total > 0 else None
+        self._base = now
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def _alive(pid: int) -> bool:

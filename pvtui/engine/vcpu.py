@@ -81,7 +81,7 @@ class VcpuRunner:
         self._offline = False
         self._stop = False
         self._time_refreshed_ns = 0
-        #: The thread's own CPU seconds when it ended (psutil only sees live threads).
+        #: The thread's own CPU seconds when it ended (/proc only shows live threads).
         self.final_cpu_time_s: float | None = None
 
     # --- engine side --------------------------------------------------------

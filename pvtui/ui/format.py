@@ -10,9 +10,13 @@ SPARK = " ▁▂▃▄▅▆▇█"
 HISTORY = 20
 
 
-def spark(values: list[float] | deque[float], top: float) -> str:
-    """One character per sample, scaled to ``top``."""
-    return _spark(tuple(values), top)
+def spark(values: list[float] | deque[float], top: float, width: int = 0) -> str:
+    """One character per measured sample, scaled to ``top``, right-aligned in ``width``.
+
+    Only samples that were measured are drawn: a series shorter than
+    ``width`` is padded with blanks on the left, never with made-up zeros.
+    """
+    return _spark(tuple(values), top).rjust(width)
 
 
 @lru_cache(maxsize=4096)
@@ -37,7 +41,11 @@ def mib(num_bytes: int) -> str:
 
 
 def duration(seconds: float) -> str:
-    """Minute resolution: a per-second uptime would repaint every row of a table every second."""
+    """Whole units, rounded down: ``<1m``, ``12m``, ``3h05m``, ``2d04h``.
+
+    Each value is the uptime truncated to the unit shown, so it is never
+    wrong by that unit (a row repaints once a minute, when its value moves).
+    """
     seconds = int(seconds)
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
@@ -49,31 +57,27 @@ def duration(seconds: float) -> str:
     return f"{minutes}m" if minutes else "<1m"
 
 
-def minute_aligned(uptime_s: float, wall_time: float) -> float:
-    """Uptime as it was at the last whole minute of the wall clock.
-
-    Shown at minute resolution, each domain's uptime would tick over at its
-    own second, and every tick repaints the whole table; aligned, all of them
-    tick over together at hh:mm:00 (one repaint a minute), at most a minute
-    behind, which is the display's resolution anyway.
-    """
-    return max(0.0, uptime_s - wall_time % 60)
+def measured(value: float | None, width: int = 5, digits: int = 1) -> str:
+    """A measured figure (a percentage, a rate), or a dash where nothing was measured yet (never a made-up 0)."""
+    return "-".rjust(width) if value is None else f"{value:{width}.{digits}f}"
 
 
 class History:
-    """Recent samples per key, for sparklines."""
+    """The measured samples per key, newest last, for sparklines (nothing before the first)."""
 
     def __init__(self, length: int = HISTORY) -> None:
         self.length = length
         self._series: dict[str, deque[float]] = {}
 
     def add(self, key: str, value: float) -> deque[float]:
-        series = self._series.setdefault(key, deque([0.0] * self.length, maxlen=self.length))
+        series = self._series.setdefault(key, deque(maxlen=self.length))
         series.append(value)
         return series
 
     def get(self, key: str) -> deque[float]:
-        return self._series.get(key) or deque([0.0] * self.length, maxlen=self.length)
+        return self._series.get(key) or deque(maxlen=self.length)
 
-    def forget(self, key: str) -> None:
-        self._series.pop(key, None)
+    def keep_only(self, keys: set[str]) -> None:
+        """Drop the series of keys no longer shown (a destroyed domain leaves no history behind)."""
+        for key in self._series.keys() - keys:
+            del self._series[key]

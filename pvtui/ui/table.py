@@ -10,7 +10,7 @@ The price is plain text only: no markup, no per-cell styles.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from rich.cells import cell_len, set_cell_size
@@ -174,7 +174,7 @@ class LiveTable(ScrollView, can_focus=True):
         else:
             self._set_cursor(min(self.cursor_row, max(0, self.row_count - 1)))
 
-    def sync_rows(self, rows: dict[str, Sequence[str]]) -> None:
+    def sync_rows(self, rows: Mapping[str, Sequence[str]]) -> None:
         """Show ``rows``: changed lines repainted in place while the keys and their
         order stay the same, a rebuild (cursor kept on its key) when they change."""
         if list(rows) == self._keys:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +14,7 @@ from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Input, RichLog, Static
 
 from pvtui.client import Client, EngineError, HypercallInfo
-from pvtui.ui.format import History, bar, duration, mib, spark
+from pvtui.ui.format import History, bar, duration, measured, mib, spark
 from pvtui.ui.table import LiveTable
 from pvtui.ui.widgets import KeyBar, LiveText, TabBar
 
@@ -42,17 +41,28 @@ TABS = [("log", "Hypercall log"), ("rates", "Rates"), ("console", "Console")]
 RATE_COLUMNS = [("op", "OP"), ("count", "COUNT"), ("share", "%"), ("avg", "AVG/s"), ("now", "NOW/s")]
 
 
+#: Each memory figure, and where it comes from (the help screen and docs/figures.md say the same).
+MEMORY_ROWS = [
+    ("boot", "boot_bytes", "definition"),
+    ("target", "target_bytes", "engine"),
+    ("held", "held_bytes", "engine"),
+    ("guest used", "guest_used_bytes", "guest says"),
+    ("host RSS", "rss_bytes", "host"),
+    ("max", "max_bytes", "definition"),
+]
+
+
 def memory_gauge(memory: dict[str, int]) -> str:
     top = max(memory.get("max_bytes", 0), memory.get("present_bytes", 0), 1)
-    rows = [
-        ("boot", memory.get("boot_bytes", 0)),
-        ("target", memory.get("target_bytes", 0)),
-        ("held", memory.get("held_bytes", 0)),
-        ("guest used", memory.get("guest_used_bytes", 0)),
-        ("host RSS", memory.get("rss_bytes", 0)),
-        ("max", memory.get("max_bytes", 0)),
-    ]
-    return "\n".join(f"{label:>10} {bar(value / top, 18)} {mib(value):>6}" for label, value in rows)
+    return "\n".join(
+        f"{label:>10} {bar(memory.get(key, 0) / top, 18)} {mib(memory.get(key, 0)):>6} {source}"
+        for label, key, source in MEMORY_ROWS
+    )
+
+
+def _engine_percent(value: float | None) -> str:
+    """The monitor's own CPU beyond its vCPUs: small, so two decimals."""
+    return "-" if value is None else f"{value:.2f}%"
 
 
 @dataclass
@@ -127,7 +137,7 @@ class DomainScreen(Screen[None]):
         self.held_back: list[HypercallInfo] = []
         self.log_start_ns = 0
         self.last_seq = 0
-        self._vcpu_cpu: dict[int, tuple[float, float]] = {}
+        self._last_sampled_s: float | None = None
         self.last_info: dict[str, Any] | None = None
 
     def show_domain(self, name: str, client: Client, info: dict[str, Any] | None = None) -> None:
@@ -237,33 +247,38 @@ class DomainScreen(Screen[None]):
     def _show_info(self, info: dict[str, Any]) -> None:
         self.last_info = info
         stats = info.get("stats") or {}
-        flags = f"{info['state']}  domid {info['domid']}  up {duration(info['uptime_s'])}  weight {info['weight']} cap {info['cap']}"
+        flags = (
+            f"{info['state']}  domid {info['domid']}  up {duration(info['uptime_s'])}  "
+            f"weight {info['weight']} cap {info['cap']}  guest CPU {measured(info.get('cpu_percent'), 0)}%  "
+            f"engine {_engine_percent(info.get('engine_cpu_percent'))}"
+        )
         reason = f" │ [red]{info['crash_reason']}[/red]" if info.get("crash_reason") else ""
         self.query_one("#title", LiveText).show(f"{self.domain_name} │ {flags}{reason}")
         self.query_one("#memory", LiveText).show(memory_gauge(stats.get("memory") or {}))
-        self._update_vcpus(stats.get("vcpus", []))
+        self._update_vcpus(stats.get("vcpus", []), stats.get("sampled_s"))
         self._update_rates(stats, info.get("op_rates", {}))
 
-    def _update_vcpus(self, vcpus: list[dict[str, Any]]) -> None:
-        now = time.monotonic()
+    def _update_vcpus(self, vcpus: list[dict[str, Any]], sampled_s: float | None) -> None:
+        """pvd's per-vCPU rates, each over its last interval between two of its own samples.
+
+        A vCPU without two samples yet shows a dash and no bar; the history
+        gains a point only for a sample not seen before.
+        """
+        new_sample = sampled_s is not None and sampled_s != self._last_sampled_s
+        if new_sample:
+            self._last_sampled_s = sampled_s
         rows: dict[str, list[str]] = {}
         for vcpu in vcpus:
             key = str(vcpu["id"])
-            then = self._vcpu_cpu.get(vcpu["id"])
-            pct = 0.0
-            if then and now - then[0] > 0.3:
-                pct = max(0.0, (vcpu["cpu_time_s"] - then[1]) / (now - then[0]) * 100)
-            if not then or now - then[0] > 0.3:
-                self._vcpu_cpu[vcpu["id"]] = (now, vcpu["cpu_time_s"])
+            pct: float | None = vcpu.get("cpu_percent")
+            if new_sample and pct is not None:
                 self.history.add(key, pct)
-            else:
-                pct = self.history.get(key)[-1]
             rows[key] = [
                 key,
                 vcpu["state"] if vcpu["online"] else "offline",
-                bar(pct / 100, 16),
-                f"{pct:5.1f}",
-                spark(list(self.history.get(key))[-12:], 100),
+                bar(pct / 100, 16) if pct is not None else " " * 16,
+                measured(pct),
+                spark(list(self.history.get(key))[-12:], 100, 12),
                 "-" if vcpu.get("host_cpu") is None or not vcpu["online"] else str(vcpu["host_cpu"]),
                 ",".join(map(str, vcpu["affinity"])) if vcpu.get("affinity") else "all",
                 str(vcpu["hypercalls"]),
@@ -275,7 +290,7 @@ class DomainScreen(Screen[None]):
         total = sum(per_op.values()) or 1
         uptime = max(stats.get("uptime_s", 0.0), 1e-9)
         self.query_one("#rates", LiveTable).set_rows(
-            (op, [op, str(count), f"{100 * count / total:.1f}", f"{count / uptime:.1f}", f"{rates.get(op, 0.0):.1f}"])
+            (op, [op, str(count), f"{100 * count / total:.1f}", f"{count / uptime:.1f}", measured(rates.get(op), 0)])
             for op, count in sorted(per_op.items(), key=lambda item: -item[1])
         )
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from textual.app import ComposeResult
@@ -14,7 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Input, Static
 
 from pvtui.client import DomainSummary, HostInfo
-from pvtui.ui.format import History, duration, mib, minute_aligned, spark
+from pvtui.ui.format import History, duration, measured, mib, spark
 from pvtui.ui.table import LiveTable
 from pvtui.ui.widgets import KeyBar, LiveText
 
@@ -37,16 +35,16 @@ COLUMNS: list[tuple[str, str]] = [
 SORT_KEYS = {
     "name": lambda d: d.name,
     "state": lambda d: d.state,
-    "cpu_pct": lambda d: d.cpu_percent,
-    "cpu_hist": lambda d: d.cpu_percent,
+    "cpu_pct": lambda d: -1.0 if d.cpu_percent is None else d.cpu_percent,
+    "cpu_hist": lambda d: -1.0 if d.cpu_percent is None else d.cpu_percent,
     "vcpus": lambda d: d.vcpus_online,
     "mem": lambda d: d.memory.held_bytes,
-    "mem_hist": lambda d: d.memory.rss_bytes,
+    "mem_hist": lambda d: d.memory.held_bytes,  # the quantity its history plots
     "balloon": lambda d: d.memory.target_bytes,
     "maxmem": lambda d: d.memory.max_bytes,
     "mem_pct": lambda d: d.memory.held_bytes,
     "cpu_s": lambda d: d.cpu_s,
-    "hcalls": lambda d: d.hypercalls_per_s,
+    "hcalls": lambda d: -1.0 if d.hypercalls_per_s is None else d.hypercalls_per_s,
     "uptime": lambda d: d.uptime_s,
     "id": lambda d: d.domid,
 }
@@ -59,29 +57,30 @@ def host_line(host: HostInfo | None, domains: list[DomainSummary]) -> str:
         return "connecting to pvd…"
     states = ", ".join(f"{n} {s}" for s, n in sorted(host.domains_by_state.items())) or "no domains"
     return (
-        f"host: {host.cpus} CPUs at {host.cpu_percent:.0f}%  │  "
+        f"host: {host.cpus} CPUs at {measured(host.cpu_percent, 0, 0)}%  │  "
         f"memory: {mib(host.memory_total)} total, {mib(host.memory_given)} to domains, "
-        f"{mib(host.memory_available)} free  │  domains: {len(domains)} ({states})"
+        f"{mib(host.memory_available)} free  │  domains: {len(domains)} ({states})  │  "
+        f"pvd {measured(host.pvd_cpu_percent, 0, 2)}%"
     )
 
 
-def row_cells(d: DomainSummary, history: History, memory_total: int, wall_time: float) -> dict[str, str]:
-    cpu_series = history.get(f"cpu:{d.name}")
-    mem_series = history.get(f"mem:{d.name}")
+def row_cells(d: DomainSummary, history: History, memory_total: int) -> dict[str, str]:
+    cpu_series = list(history.get(f"cpu:{d.name}"))[-SPARK_WIDTH:]
+    mem_series = list(history.get(f"mem:{d.name}"))[-SPARK_WIDTH:]
     return {
         "name": d.name,
         "state": f"{FLAGS.get(d.state, '-')} {d.state}",
-        "cpu_pct": f"{d.cpu_percent:5.1f}",
-        "cpu_hist": spark(list(cpu_series)[-SPARK_WIDTH:], max(100.0, max(cpu_series))),
+        "cpu_pct": measured(d.cpu_percent),
+        "cpu_hist": spark(cpu_series, max(100.0, *cpu_series, 0.0), SPARK_WIDTH),
         "vcpus": f"{d.vcpus_online}/{d.vcpus_max}",
         "mem": mib(d.memory.held_bytes),
-        "mem_hist": spark(list(mem_series)[-SPARK_WIDTH:], max(d.memory.max_bytes, 1)),
+        "mem_hist": spark(mem_series, max(d.memory.max_bytes, 1), SPARK_WIDTH),
         "balloon": f"{mib(d.memory.target_bytes)}/{mib(d.memory.held_bytes)}",
         "maxmem": mib(d.memory.max_bytes),
         "mem_pct": f"{100 * d.memory.held_bytes / max(memory_total, 1):4.1f}",
         "cpu_s": f"{d.cpu_s:8.1f}",
-        "hcalls": f"{d.hypercalls_per_s:8.1f}",
-        "uptime": duration(minute_aligned(d.uptime_s, wall_time)),
+        "hcalls": measured(d.hypercalls_per_s, 8),
+        "uptime": duration(d.uptime_s),
         "id": str(d.domid),
     }
 
@@ -90,8 +89,6 @@ class DomainsScreen(Screen[None]):
     """Sort with 1-9 and 0 (again to reverse) or < > through every column, filter with /, Enter opens a domain."""
 
     AUTO_FOCUS = "#domains"
-    #: The wall clock uptimes are aligned to (a fixed one makes snapshots repeatable).
-    wall_clock: Callable[[], float] = staticmethod(time.time)
 
     BINDINGS = [
         Binding("enter", "open", "Open", show=True),
@@ -144,8 +141,10 @@ class DomainsScreen(Screen[None]):
         self.host = host
         if sample:
             for d in domains:
-                self.history.add(f"cpu:{d.name}", d.cpu_percent)
+                if d.cpu_percent is not None:
+                    self.history.add(f"cpu:{d.name}", d.cpu_percent)
                 self.history.add(f"mem:{d.name}", d.memory.held_bytes)
+            self.history.keep_only({f"{kind}:{d.name}" for d in domains for kind in ("cpu", "mem")})
         if self.is_current and self._ready:
             self._show()
 
@@ -174,8 +173,7 @@ class DomainsScreen(Screen[None]):
         """Repaint changed rows only; rebuild when the set or order of rows changes."""
         memory_total = self.host.memory_total if self.host else 1
         visible = self._visible()
-        now = self.wall_clock()
-        rows = {d.name: list(row_cells(d, self.history, memory_total, now).values()) for d in visible}
+        rows = {d.name: list(row_cells(d, self.history, memory_total).values()) for d in visible}
         self.table.sync_rows(rows)
 
     def action_sort(self, index: int) -> None:

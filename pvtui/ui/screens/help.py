@@ -49,9 +49,26 @@ All domain keys above, plus `f` follow/pause the hypercall log, `/` filter it
 pinning); other keys take effect on the next start. `escape` closes.
 
 ## Rebalance
-`+` `-` vCPUs, `]` `[` memory of the selected domain, `g` suggest from
-measured demand, `u` undo edits, `a` apply (donors shrink first; a failed step
-rolls back the done ones).
+`+` `-` vCPUs, `]` `[` memory of the selected domain, `g` suggest (vCPUs from
+host-measured CPU use; memory from each guest's own report of its use),
+`u` undo edits, `a` apply (donors shrink first; a failed step rolls back the
+done ones).
+
+## What the figures are
+A dash means not measured yet: a rate needs two samples, about a second.
+
+| figure | source |
+| --- | --- |
+| CPU%, per-vCPU CPU% | host: the vCPU threads' CPU time (the kernel's scheduler clock) between two of pvd's samples, ~1 s apart: guest time, as in xentop |
+| engine (domain view) | host: the domain's monitor process beyond its vCPU threads |
+| pvd (top line) | host: pvd's own CPU |
+| CPU history, MEM history | the samples above, one a second; only measured ones are drawn |
+| HCALL/s, per-op rates | engine: hypercalls counted by the engine, between two samples |
+| MEM, held | engine: guest memory backed and not given back through the balloon |
+| TARGET | engine: the balloon target the operator set |
+| guest used | guest says: the guest's own report (`idle`, `cpu`, `chatty` report a constant kernel size) |
+| host RSS | host: guest memory resident in RAM (`mincore` of the guest's mapping) |
+| UPTIME | engine: since the domain started, rounded down to the unit shown |
 """
 
 

@@ -13,7 +13,7 @@ from textual.widgets import Static
 
 from pvtui.client import Client, DomainSummary, HostInfo
 from pvtui.rebalance import Allocation, Limits, Outcome, Plan, Step, apply_plan, make_plan, suggest
-from pvtui.ui.format import mib
+from pvtui.ui.format import measured, mib
 from pvtui.ui.table import LiveTable
 from pvtui.ui.widgets import KeyBar
 
@@ -65,7 +65,7 @@ class RebalanceScreen(Screen[None]):
                 ("cpu", "CPU% used"),
                 ("vcpus", "VCPUS now→plan"),
                 ("max", "MAX"),
-                ("used", "GUEST USED"),
+                ("used", "GUEST USED (its report)"),
                 ("mem", "MEMORY now→plan"),
                 ("present", "PRESENT"),
             ],
@@ -87,7 +87,7 @@ class RebalanceScreen(Screen[None]):
             now, want = self.current[name], self.wanted[name]
             cells = [
                 name,
-                f"{d.cpu_percent:.0f}",
+                measured(d.cpu_percent, 0, 0),
                 f"{now.vcpus} → {want.vcpus}" if want.vcpus != now.vcpus else str(now.vcpus),
                 str(d.vcpus_max),
                 mib(d.memory.guest_used_bytes),
@@ -136,7 +136,11 @@ class RebalanceScreen(Screen[None]):
     def action_suggest(self) -> None:
         self.wanted = suggest(self.current, self.limits())
         self._show()
-        self.notify("Suggested from measured CPU use and guest memory use; review, then press a.", title="Suggest")
+        self.notify(
+            "vCPUs from host-measured CPU use; memory from each guest's own report of its use "
+            "(+25 % + 16M). Review, then press a.",
+            title="Suggest",
+        )
 
     def action_reset(self) -> None:
         self.wanted = dict(self.current)
