@@ -205,8 +205,9 @@ def test_kill_9_of_pvd_then_restart_reattaches_with_counters(engine: Engine):
     engine.ok("create", engine.define("survivor", "workload: {type: chatty, lines_per_sec: 20}\n"))
     assert wait_until(lambda: domain(engine, "survivor")["hypercalls_total"] > 20)
     before = domain(engine, "survivor")
-    os.kill(engine.pvd_pid(), signal.SIGKILL)
-    time.sleep(0.5)
+    pvd = psutil.Process(engine.pvd_pid())
+    os.kill(pvd.pid, signal.SIGKILL)
+    pvd.wait(10)  # gone (reaped by its parent or init), not merely signalled
     assert psutil.pid_exists(before["pid"]), "the domain outlives pvd"
     after = domain(engine, "survivor")  # any verb starts pvd again
     assert after["pid"] == before["pid"] and after["domid"] == before["domid"]
@@ -262,11 +263,35 @@ def raw_exchange(engine: Engine, payload: bytes) -> dict:
     ],
 )
 def test_bad_requests_get_errors_and_change_nothing(engine: Engine, payload: bytes, code: str):
-    before = engine.json("list")
-    reply = raw_exchange(engine, payload)
-    assert reply["ok"] is False and reply["error"]["code"] == code, reply
-    assert reply["error"]["message"]
-    assert engine.json("list") == before or [d["name"] for d in engine.json("list")] == [d["name"] for d in before]
+    engine.ok("create", engine.define("steady", "vcpus: 2\nmaxvcpus: 3\nmemory: 64M\n"))
+    try:
+        before = _configuration(engine)
+        reply = raw_exchange(engine, payload)
+        assert reply["ok"] is False and reply["error"]["code"] == code, reply
+        assert reply["error"]["message"]
+        assert _configuration(engine) == before, "a refused request changed nothing"
+    finally:
+        engine.ok("destroy", "steady")
+
+
+def _configuration(engine: Engine) -> list[tuple]:
+    """What a request could change: each domain's identity, state, vCPUs, memory and scheduling (not its counters)."""
+    return [
+        (
+            d["name"],
+            d["domid"],
+            d["pid"],
+            d["state"],
+            d["vcpus_online"],
+            d["vcpus_max"],
+            d["weight"],
+            d["cap"],
+            d["memory"]["target_bytes"],
+            d["memory"]["present_bytes"],
+            d["memory"]["max_bytes"],
+        )
+        for d in engine.json("list")
+    ]
 
 
 NOBODY = 65534

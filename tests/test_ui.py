@@ -90,7 +90,12 @@ async def test_domains_view_sorts_and_filters(engine: Engine, two_domains):
     app = PvtuiApp(engine.domains)
     async with app.run_test(size=(120, 30)) as pilot:
         await start(app, pilot, two_domains)
-        await pilot.pause(2.5)  # a stats cycle with CPU figures
+
+        def alpha_busier() -> bool:  # measured figures for both (two samples each)
+            alpha, beta = app.domains["alpha"].cpu_percent, app.domains["beta"].cpu_percent
+            return alpha is not None and beta is not None and alpha > beta
+
+        assert await until(pilot, alpha_busier)
         table = app.domains_screen.table
         await pilot.press("3")  # CPU%, descending
         assert table.row_keys[0] == "alpha"
@@ -173,19 +178,40 @@ async def test_actions_reach_the_engine(engine: Engine, two_domains):
         await pilot.press("left_square_bracket")
         assert await until(pilot, lambda: _eq(live_value("alpha", "memory", "target_bytes"), 64 * MIB))
         await pilot.press("v")
-        field = app.screen.query_one("#value")
+        dialog = app.screen
+        field = dialog.query_one("#value")
         field.value = "9"
-        await pilot.pause(0.1)
-        assert "must be 1 to 3" in str(app.screen.query_one("#hint", Static).render())
+        assert await until(pilot, lambda: "must be 1 to 3" in str(dialog.query_one("#hint", Static).render()))
+        sent: list[tuple[str, dict]] = []
+        call = app.client.call
+
+        async def recording_call(op: str, **args):
+            sent.append((op, args))
+            return await call(op, **args)
+
+        app.client.call = recording_call  # type: ignore[method-assign]
         await pilot.press("enter")  # refused by the dialog itself: nothing is sent
+        await pilot.pause(0.3)
+        assert app.screen is dialog, "the dialog stays open on a value it refuses"
+        assert not [op for op, _ in sent if op == "vcpu_set"], "nothing is sent for a refused value"
+        assert await live_value("alpha", "vcpus_online") == 2
         field.value = "3"
         await pilot.press("enter")
         assert await until(pilot, lambda: _eq(live_value("alpha", "vcpus_online"), 3))
+        assert ("vcpu_set", {"name": "alpha", "count": 3}) in sent
         # A refusal is shown, nothing freezes: beta has maxvcpus 1.
         table.move_cursor(table.get_row_index("beta"))
         await pilot.press("plus")
-        await pilot.pause(0.5)
+
+        def refusal_shown() -> bool:  # Textual keeps the notifications on screen in App._notifications
+            return any(n.severity == "error" and "maxvcpus" in n.message for n in app._notifications)
+
+        assert await until(pilot, refusal_shown), "the engine's refusal reaches the operator"
         assert await live_value("beta", "vcpus_online") == 1
+        await pilot.press("up")  # and the UI still answers keys
+        assert table.cursor_key == "alpha"
+        await pilot.press("down")
+        assert table.cursor_key == "beta"
         await pilot.press("D", "y")
         assert await until(pilot, lambda: _eq(live("beta"), None))
 
@@ -270,14 +296,28 @@ async def test_command_palette_offers_every_action(engine: Engine, two_domains):
 
 
 def test_ui_survives_80x24(engine: Engine, two_domains):
+    """At 80x24 every screen still shows its essentials: rows, the domain view's figures, the help."""
+
     async def run() -> None:
         app = PvtuiApp(engine.domains)
         async with app.run_test(size=(80, 24)) as pilot:
             await start(app, pilot, two_domains)
+            table = app.domains_screen.table
+            assert {"alpha", "beta"} <= set(table.row_keys)
+            assert "NAME" in table.render_line(0).text and "alpha" in "".join(
+                table.render_line(y).text for y in range(1, 4)
+            )
+            table.move_cursor(table.get_row_index("alpha"))
             await pilot.press("enter")
-            await pilot.pause(1.0)
+            assert await until(pilot, lambda: isinstance(app.screen, DomainScreen))
+            view = app.screen
+            assert await until(pilot, lambda: "domid" in str(view.query_one("#title").render()))
+            assert view.query_one("#vcpus", LiveTable).row_count == 1
+            assert view.query_one("#vcpus").region.height > 0 and view.query_one("#records").region.height > 0
             await pilot.press("question_mark")
-            await pilot.pause(0.3)
+            assert await until(pilot, lambda: type(app.screen).__name__ == "HelpScreen")
+            await pilot.press("escape")
+            assert await until(pilot, lambda: app.screen is view)
 
     asyncio.run(run())
 
@@ -315,5 +355,23 @@ def test_rebalance_rollback_on_a_failed_step(engine: Engine):
 
 
 def test_json_list_matches_screen_columns(engine: Engine, two_domains):
-    listed = json.loads(engine.ok("list", "--json"))
-    assert {"name", "state", "cpu_percent", "vcpus_online", "memory"} <= set(listed[0])
+    """``pvtui list --json`` and the domains table show the same figures for the same domain."""
+    listed = {d["name"]: d for d in json.loads(engine.ok("list", "--json"))}
+    assert {"name", "state", "cpu_percent", "engine_cpu_percent", "vcpus_online", "memory"} <= set(listed["alpha"])
+
+    async def run() -> dict[str, dict[str, str]]:
+        app = PvtuiApp(engine.domains)
+        async with app.run_test(size=(160, 30)) as pilot:
+            await start(app, pilot, two_domains)
+            table = app.domains_screen.table
+            keys = [key for key, _ in COLUMNS]
+            return {name: {key: table.get_cell(name, key).strip() for key in keys} for name in two_domains}
+
+    shown = asyncio.run(run())
+    for name in two_domains:
+        d, row = listed[name], shown[name]
+        assert row["name"] == name and row["id"] == str(d["domid"])
+        assert row["state"].endswith(d["state"])
+        assert row["vcpus"] == f"{d['vcpus_online']}/{d['vcpus_max']}"
+        assert row["mem"] == f"{d['memory']['held_bytes'] >> 20}M"
+        assert row["maxmem"] == f"{d['memory']['max_bytes'] >> 20}M"

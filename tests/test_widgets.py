@@ -56,8 +56,19 @@ async def test_live_text_skips_identical_text():
     app = BarsApp()
     async with app.run_test(size=(80, 6)):
         text = app.query_one(LiveText)
+        updates: list[tuple[str, bool]] = []
+        update = text.update
+
+        def counting_update(content, *, layout=True):  # what LiveText asks of Static, recorded
+            updates.append((str(content), layout))
+            update(content, layout=layout)
+
+        text.update = counting_update  # type: ignore[method-assign]
         text.show("two")
         assert str(text.render()) == "two"
-        text.show("two")  # nothing to do
-        text.show("three, longer")
+        text.show("two")  # nothing to do: no update at all
+        assert updates == [("two", False)]  # "one" -> "two": same shape
+        text.show("six")  # same shape: repaint this widget, no layout
+        text.show("three, longer")  # another shape: layout
+        assert updates == [("two", False), ("six", False), ("three, longer", True)]
         assert str(text.render()) == "three, longer"
