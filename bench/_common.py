@@ -48,12 +48,13 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[index]
 
 
-def report(title: str, rows: list[tuple[str, float, str, str]], as_json: bool) -> None:
-    """rows: (key, value, unit, goal)."""
+def report(title: str, rows: list[tuple[str, float | None, str, str]], as_json: bool) -> None:
+    """rows: (key, value, unit, goal); a value of None was not measurable here (null in JSON, n/a in the table)."""
     if as_json:
-        print(json.dumps({key: round(value, 4) for key, value, _, _ in rows}))
+        print(json.dumps({key: None if value is None else round(value, 4) for key, value, _, _ in rows}))
         return
     print(title)
     width = max(len(key) for key, *_ in rows)
     for key, value, unit, goal in rows:
-        print(f"  {key:<{width}}  {value:>12.3f} {unit:<6} goal {goal}")
+        shown = f"{'n/a':>12}" if value is None else f"{value:>12.3f}"
+        print(f"  {key:<{width}}  {shown} {unit:<6} goal {goal}")

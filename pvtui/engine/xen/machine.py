@@ -1,0 +1,261 @@
+"""The machine a Xen PV guest boots on: guest-physical layout, page tables, private area.
+
+Pure builders (bytes and addresses, no KVM). The guest's RAM starts at 0
+with its kernel where its ELF says (virtual = physical, as Xen's domain
+builder lays out a kernel without ``VIRT_BASE``); after the kernel come the
+p2m list, start_info, the boot page tables and a boot stack, as in Xen.
+
+The engine's own structures (IDT, per-vCPU GDT and TSS, exception stubs and
+their stacks, shared_info) live in a *private* guest-physical area outside
+the guest's RAM, mapped supervisor-only at ``PRIVATE_VA``, in the PML4 slots
+Xen reserves for itself; the guest can neither map nor reach them.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from pvtui.engine.xen import abi as x
+
+PAGE = 4096
+#: Guest-physical start of the private area (far above any RAM the guest has).
+PRIVATE_GPA = 0x40_0000_0000
+#: Its virtual address: PML4 slot 257, inside the range Xen reserves (256-271).
+PRIVATE_L4_SLOT = 257
+PRIVATE_VA = 0xFFFF_0000_0000_0000 | (PRIVATE_L4_SLOT << 39)
+#: The address SYSCALL jumps to (LSTAR): never mapped, so a syscall is a #PF there.
+SYSCALL_TRAP_VA = PRIVATE_VA + 0x3F_F000
+#: I/O ports the exception stubs report vectors on (stub for vector v: ``out %al, $(base + v)``).
+TRAP_PORT_BASE = 0x80
+TRAP_VECTORS = 32
+GDT_PAGES = 16
+HYPERCALL_PORT = 0xF2
+
+# Private-area page indices (pages from PRIVATE_GPA).
+P_SHARED_INFO = 0
+P_IDT = 1
+P_STUBS = 2
+P_ZERO = 3
+P_L3 = 4
+P_L2 = 5
+P_L1 = 6
+P_VCPU_BASE = 8
+#: Per vCPU: GDT (16 pages), TSS, stub stack.
+VCPU_PAGES = GDT_PAGES + 2
+
+
+def private_pages(max_vcpus: int) -> int:
+    return P_VCPU_BASE + max_vcpus * VCPU_PAGES
+
+
+def vcpu_gdt_va(vcpu: int) -> int:
+    return PRIVATE_VA + (P_VCPU_BASE + vcpu * VCPU_PAGES) * PAGE
+
+
+def vcpu_tss_page(vcpu: int) -> int:
+    return P_VCPU_BASE + vcpu * VCPU_PAGES + GDT_PAGES
+
+
+def vcpu_stack_page(vcpu: int) -> int:
+    return vcpu_tss_page(vcpu) + 1
+
+
+#: The engine's own GDT entries, in the page Xen reserves (from FIRST_RESERVED_GDT_BYTE).
+HV_CS_SELECTOR = 0xE008  # ring-0 code for the stubs
+TSS_SELECTOR = 0xE040
+
+
+def descriptor(base: int, limit: int, type_: int, s: int, dpl: int, l_bit: int, db: int, g: int) -> int:
+    access = type_ | (s << 4) | (dpl << 5) | (1 << 7)
+    flags = (l_bit << 1) | (db << 2) | (g << 3)
+    return (
+        (limit & 0xFFFF)
+        | ((base & 0xFFFFFF) << 16)
+        | (access << 40)
+        | (((limit >> 16) & 0xF) << 48)
+        | (flags << 52)
+        | (((base >> 24) & 0xFF) << 56)
+    )
+
+
+#: TSS: 104 bytes, then the I/O bitmap (ports 0..255), then the 0xff terminator.
+TSS_IOMAP_OFFSET = 104
+TSS_LIMIT = TSS_IOMAP_OFFSET + 32
+
+
+def reserved_gdt_page(tss_va: int) -> bytes:
+    """The GDT page at 0xe000: Xen's flat ring-3 selectors, our ring-0 code and the vCPU's TSS."""
+    entries = [0] * 512
+    entries[(HV_CS_SELECTOR & 0xFFF) // 8] = descriptor(0, 0xFFFFF, 11, 1, 0, 1, 0, 1)
+    entries[(x.FLAT_RING3_CS32 & 0xFFF) // 8] = descriptor(0, 0xFFFFF, 11, 1, 3, 0, 1, 1)
+    entries[(x.FLAT_RING3_DS32 & 0xFFF) // 8] = descriptor(0, 0xFFFFF, 3, 1, 3, 0, 1, 1)
+    entries[(x.FLAT_RING3_CS64 & 0xFFF) // 8] = descriptor(0, 0xFFFFF, 11, 1, 3, 1, 0, 1)
+    tss = (TSS_SELECTOR & 0xFFF) // 8
+    entries[tss] = descriptor(tss_va, TSS_LIMIT, 9, 0, 0, 0, 0, 0)
+    entries[tss + 1] = tss_va >> 32
+    return struct.pack("<512Q", *entries)
+
+
+def tss_bytes(rsp0: int) -> bytes:
+    """A 64-bit TSS whose I/O bitmap lets CPL 3 reach the hypercall port and nothing else.
+
+    PVM ignores RFLAGS.IOPL (KVM-FACTS.md): the bitmap alone decides, so
+    every other ``in``/``out`` at CPL 3 raises #GP, which is how the
+    guest's *virtual* IOPL is emulated.
+    """
+    tss = bytearray(TSS_LIMIT + 1)
+    struct.pack_into("<Q", tss, 4, rsp0)
+    struct.pack_into("<H", tss, 102, TSS_IOMAP_OFFSET)
+    bitmap = bytearray(b"\xff" * 32)
+    for port in range(HYPERCALL_PORT, HYPERCALL_PORT + 4):
+        bitmap[port // 8] &= ~(1 << (port % 8))
+    tss[TSS_IOMAP_OFFSET : TSS_IOMAP_OFFSET + 32] = bitmap
+    tss[TSS_LIMIT] = 0xFF
+    return bytes(tss)
+
+
+def stub_code() -> bytes:
+    """Ring-0 stubs, 8 bytes per vector: ``out %al, $(TRAP_PORT_BASE + v); iretq``.
+
+    The exit hands the engine the vector (the port) with the CPU's own
+    exception frame on the stub stack; the engine rewrites that frame and
+    the ``iretq`` goes wherever it says (the guest's handler, or back).
+    ``out %al`` reads ``al`` and changes no register.
+    """
+    code = bytearray()
+    for vector in range(TRAP_VECTORS):
+        code += bytes([0xE6, TRAP_PORT_BASE + vector, 0x48, 0xCF]).ljust(8, b"\x90")
+    return bytes(code)
+
+
+def idt_bytes(stubs_va: int) -> bytes:
+    """Interrupt gates (DPL 0) for vectors 0-31 to the stubs; none above."""
+    idt = bytearray(256 * 16)
+    for vector in range(TRAP_VECTORS):
+        target = stubs_va + vector * 8
+        low = (target & 0xFFFF) | (HV_CS_SELECTOR << 16) | (0x8E << 40) | (((target >> 16) & 0xFFFF) << 48)
+        struct.pack_into("<QQ", idt, vector * 16, low, target >> 32)
+    return bytes(idt)
+
+
+def hypercall_page() -> bytes:
+    """Xen's hypercall page, 32 bytes per call: ``mov $nr, %eax; out %eax, $port; ret``.
+
+    The ``iret`` slot first pushes rcx, r11 and rax, as Xen's does, so the
+    frame the engine pops is exactly Xen's (guests build it by hand too).
+    """
+    page = bytearray()
+    for number in range(PAGE // 32):
+        mov = b"\xb8" + struct.pack("<I", number)
+        out = bytes([0xE7, HYPERCALL_PORT])
+        if number == x.XenHypercall.iret:
+            slot = b"\x51\x41\x53\x50" + mov + out + b"\x0f\x0b"  # push rcx; push r11; push rax; ...; ud2
+        else:
+            slot = mov + out + b"\xc3"
+        page += slot.ljust(32, b"\xcc")
+    return bytes(page)
+
+
+@dataclass(frozen=True)
+class BootLayout:
+    """Where the domain builder put things (all guest-physical = guest-virtual)."""
+
+    nr_pages: int
+    p2m: int
+    start_info: int
+    pt_base: int
+    nr_pt_frames: int
+    stack_top: int
+    end: int
+
+
+def boot_layout(nr_pages: int, kernel_end: int) -> BootLayout:
+    """After the kernel: p2m list, start_info, page tables (L4, L3, L2s, L1s), a 64 KiB stack."""
+    at = -(-kernel_end // PAGE) * PAGE
+    p2m = at
+    at += -(-(nr_pages * 8) // PAGE) * PAGE
+    start_info = at
+    at += PAGE
+    pt_base = at
+    n_l1 = -(-nr_pages // 512)
+    n_l2 = -(-n_l1 // 512)
+    nr_pt_frames = 2 + n_l2 + n_l1
+    at += nr_pt_frames * PAGE
+    stack_top = at + 16 * PAGE
+    return BootLayout(nr_pages, p2m, start_info, pt_base, nr_pt_frames, stack_top, stack_top)
+
+
+def guest_page_tables(boot: BootLayout, private_l3_gpa: int) -> dict[int, bytes]:
+    """4-level tables mapping [0, nr_pages) one to one with 4 KiB pages, writable and user
+    (a 64-bit PV kernel runs in ring 3), except the page tables themselves (read-only, as
+    Xen requires) and page 0's neighbours kept as the guest finds them. The L4 also holds
+    the private area's entry (supervisor-only)."""
+    tables: dict[int, bytes] = {}
+    n_l1 = -(-boot.nr_pages // 512)
+    n_l2 = -(-n_l1 // 512)
+    l4, l3 = boot.pt_base, boot.pt_base + PAGE
+    l2s = [l3 + PAGE * (1 + i) for i in range(n_l2)]
+    l1s = [l2s[-1] + PAGE * (1 + i) for i in range(n_l1)]
+    table_flags = x.PTE_P | x.PTE_RW | x.PTE_US | x.PTE_A
+    pt_frames = set(range(boot.pt_base // PAGE, boot.pt_base // PAGE + boot.nr_pt_frames))
+    l4_entries = [0] * 512
+    l4_entries[0] = l3 | table_flags
+    l4_entries[PRIVATE_L4_SLOT] = private_l3_gpa | x.PTE_P | x.PTE_RW | x.PTE_A
+    tables[l4] = struct.pack("<512Q", *l4_entries)
+    tables[l3] = struct.pack("<512Q", *([l2 | table_flags for l2 in l2s] + [0] * (512 - n_l2)))
+    for i, l2 in enumerate(l2s):
+        chunk = l1s[i * 512 : (i + 1) * 512]
+        tables[l2] = struct.pack("<512Q", *([l1 | table_flags for l1 in chunk] + [0] * (512 - len(chunk))))
+    page_flags = x.PTE_P | x.PTE_RW | x.PTE_US | x.PTE_A | x.PTE_D
+    for i, l1 in enumerate(l1s):
+        entries = []
+        for j in range(512):
+            frame = i * 512 + j
+            if frame >= boot.nr_pages:
+                entries.append(0)
+            elif frame in pt_frames:
+                entries.append((frame * PAGE) | (page_flags & ~x.PTE_RW))
+            else:
+                entries.append((frame * PAGE) | page_flags)
+        tables[l1] = struct.pack("<512Q", *entries)
+    return tables
+
+
+def private_tables(max_vcpus: int) -> dict[int, bytes]:
+    """The private area's L3, L2 and L1 (page index -> bytes), supervisor-only, writable.
+
+    Every private page is mapped at ``PRIVATE_VA + index * PAGE``; each vCPU's
+    16 GDT pages start out mapping the zero page for the guest's part (until
+    ``set_gdt``) and its reserved page for Xen's selectors.
+    """
+    flags = x.PTE_P | x.PTE_RW | x.PTE_A | x.PTE_D
+    pages = private_pages(max_vcpus)
+    if pages > 512:
+        raise ValueError("too many vCPUs for one private page table")
+    l1 = [0] * 512
+    for index in range(pages):
+        l1[index] = (PRIVATE_GPA + index * PAGE) | flags
+    for vcpu in range(max_vcpus):
+        first = P_VCPU_BASE + vcpu * VCPU_PAGES
+        for page in range(x.GDT_GUEST_PAGES):
+            l1[first + page] = (PRIVATE_GPA + P_ZERO * PAGE) | flags
+    return {
+        P_L3: struct.pack("<512Q", *([(PRIVATE_GPA + P_L2 * PAGE) | flags] + [0] * 511)),
+        P_L2: struct.pack("<512Q", *([(PRIVATE_GPA + P_L1 * PAGE) | flags] + [0] * 511)),
+        P_L1: struct.pack("<512Q", *l1),
+    }
+
+
+def gdt_l1_index(vcpu: int, page: int) -> int:
+    """The private L1 entry mapping page ``page`` of ``vcpu``'s GDT."""
+    return P_VCPU_BASE + vcpu * VCPU_PAGES + page
+
+
+def start_info_bytes(boot: BootLayout, shared_info_maddr: int, flags: int, cmdline: bytes) -> bytes:
+    info = bytearray(x.START_INFO_SIZE)
+    info[0 : len(x.START_INFO_MAGIC)] = x.START_INFO_MAGIC
+    struct.pack_into("<QQQ", info, x.SI_NR_PAGES, boot.nr_pages, shared_info_maddr, flags)
+    struct.pack_into("<QQQ", info, x.SI_PT_BASE, boot.pt_base, boot.nr_pt_frames, boot.p2m)
+    info[x.SI_CMD_LINE : x.SI_CMD_LINE + len(cmdline)] = cmdline
+    return bytes(info)
