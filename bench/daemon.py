@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -66,10 +67,8 @@ def cpu_seconds(pid: int) -> float:
     """All threads of a process, from the scheduler's nanosecond clock (``/proc/PID/task/*/schedstat``)."""
     total = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
+        with contextlib.suppress(OSError, ValueError, IndexError):  # a thread that just ended
             total += int((task / "schedstat").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass
     return total / 1e9
 
 

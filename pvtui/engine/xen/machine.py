@@ -149,10 +149,9 @@ def hypercall_page() -> bytes:
     for number in range(PAGE // 32):
         mov = b"\xb8" + struct.pack("<I", number)
         out = bytes([0xE7, HYPERCALL_PORT])
-        if number == x.XenHypercall.iret:
-            slot = b"\x51\x41\x53\x50" + mov + out + b"\x0f\x0b"  # push rcx; push r11; push rax; ...; ud2
-        else:
-            slot = mov + out + b"\xc3"
+        # iret: push rcx; push r11; push rax; mov; out; ud2 (it never returns here)
+        iret = number == x.XenHypercall.iret
+        slot = b"\x51\x41\x53\x50" + mov + out + b"\x0f\x0b" if iret else mov + out + b"\xc3"
         page += slot.ljust(32, b"\xcc")
     return bytes(page)
 
