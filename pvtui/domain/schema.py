@@ -127,6 +127,11 @@ class DomainConfig(_Strict):
         None, description='Pinning: "0-3,^1" for every vCPU, or a list with one entry per vCPU.'
     )
     kernel: str | None = Field(None, description="ELF PV kernel path (relative to this file); default: bundled.")
+    cmdline: str | None = Field(
+        None,
+        max_length=1023,
+        description="Kernel command line, as xl.cfg's cmdline (Xen PV kernels; the bundled kernel takes workload:).",
+    )
     workload: Workload = Field(default_factory=IdleWorkload, description="What the bundled kernel runs.")
     on_poweroff: Action = "destroy"
     on_reboot: Action = "restart"
@@ -179,11 +184,13 @@ class DomainConfig(_Strict):
         return set(cpus) or None
 
     def kernel_cmdline(self) -> str:
-        """The workload as the ``key=value`` command line the bundled kernel reads."""
+        """The workload as the ``key=value`` command line the bundled kernel reads (``cmdline:`` after it)."""
         fields = self.workload.model_dump(mode="json")
         parts = [f"workload={fields.pop('type')}"]
         # Sizes serialize as 64M / 2G, which the guest's parser reads directly.
         parts.extend(f"{key}={value}" for key, value in fields.items())
+        if self.cmdline:
+            parts.append(self.cmdline)
         return " ".join(parts)
 
 

@@ -12,7 +12,7 @@ import collections
 import itertools
 import struct
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from pvtui.engine.abi import MULTICALL_ENTRY, op_name
@@ -34,10 +34,12 @@ class HypercallRecord:
     result: int
     latency_ns: int  # engine time spent handling it (blocking included)
     in_multicall: bool = False
+    #: The op's name in the domain's personality (Xen's names for a Xen PV guest).
+    name: str = ""
 
     @property
     def op_name(self) -> str:
-        return op_name(self.op)
+        return self.name or op_name(self.op)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -69,7 +71,9 @@ class HypercallAccounting:
     """Counts and records hypercalls. The ring holds packed records (cheap on the
     per-exit hot path) and turns them into :class:`HypercallRecord` on read."""
 
-    def __init__(self, ring_size: int = DEFAULT_RING_SIZE) -> None:
+    def __init__(self, ring_size: int = DEFAULT_RING_SIZE, names: Callable[[int], str] = op_name) -> None:
+        #: Op number -> name, for the personality the domain runs (one table per personality).
+        self.name_of = names
         self.ring: collections.deque[bytes] = collections.deque(maxlen=ring_size)
         self.batches: collections.deque[bytes] = collections.deque(maxlen=max(1, ring_size // MULTICALL_RING_SHARE))
         self._per_vcpu: dict[int, collections.Counter[int]] = {}
@@ -123,7 +127,7 @@ class HypercallAccounting:
         total: collections.Counter[int] = collections.Counter()
         for counter in list(self._per_vcpu.values()):
             total.update(dict(counter))
-        return {op_name(op): n for op, n in sorted(total.items())}
+        return {self.name_of(op): n for op, n in sorted(total.items())}
 
     def per_vcpu(self) -> dict[int, int]:
         return {vcpu: sum(dict(counter).values()) for vcpu, counter in sorted(self._per_vcpu.items())}
@@ -137,11 +141,15 @@ class HypercallAccounting:
         for raw in list(self.ring):
             seq, time_ns, vcpu, op, a1, a2, a3, a4, a5, result, latency, in_mc = RAW_RECORD.unpack(raw)
             if seq > after_seq:
-                records.append(HypercallRecord(seq, time_ns, vcpu, op, (a1, a2, a3, a4, a5), result, latency, in_mc))
+                records.append(
+                    HypercallRecord(
+                        seq, time_ns, vcpu, op, (a1, a2, a3, a4, a5), result, latency, in_mc, self.name_of(op)
+                    )
+                )
         for raw in list(self.batches):
             first, _, _, count = BATCH_HEADER.unpack_from(raw)
             if first + count - 1 > after_seq:
-                records.extend(r for r in _expand(raw) if r.seq > after_seq)
+                records.extend(r for r in _expand(raw, self.name_of) if r.seq > after_seq)
         records.sort(key=lambda r: r.seq)
         return records
 
@@ -160,7 +168,7 @@ class HypercallAccounting:
         return min(times, default=None)
 
 
-def _expand(raw: bytes) -> Iterator[HypercallRecord]:
+def _expand(raw: bytes, name_of: Callable[[int], str]) -> Iterator[HypercallRecord]:
     """A stored multicall's entries as records; each starts when the one before it finished."""
     first, time_ns, vcpu, count = BATCH_HEADER.unpack_from(raw)
     end = BATCH_HEADER.size + count * MULTICALL_ENTRY.size
@@ -168,5 +176,6 @@ def _expand(raw: bytes) -> Iterator[HypercallRecord]:
     finished.frombytes(raw[end:])
     entries = MULTICALL_ENTRY.iter_unpack(raw[BATCH_HEADER.size : end])
     for index, ((op, result, a1, a2, a3, a4, a5, _), done_ns) in enumerate(zip(entries, finished, strict=True)):
-        yield HypercallRecord(first + index, time_ns, vcpu, op, (a1, a2, a3, a4, a5), result, done_ns - time_ns, True)
+        args = (a1, a2, a3, a4, a5)
+        yield HypercallRecord(first + index, time_ns, vcpu, op, args, result, done_ns - time_ns, True, name_of(op))
         time_ns = done_ns

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from pvtui.engine import abi, layout
 from pvtui.engine.abi import ShutdownReason
+from pvtui.engine.xen import abi as xen_abi
 from pvtui.engine.accounting import HypercallAccounting
 from pvtui.engine.clock import sample_time_info
 from pvtui.engine.console import ConsoleBuffer
@@ -31,6 +32,9 @@ from pvtui.engine.kvm.system import KVM_DEVICE
 from pvtui.engine.memory import GuestMemory
 from pvtui.engine.states import DomainState, valid_transition
 from pvtui.engine.vcpu import VcpuRunner, ensure_kick_handler
+from pvtui.engine.xen.guest import XenGuest
+from pvtui.engine.xen.hypercalls import XenHypercalls, bind_trap_exit, xen_op_name
+from pvtui.engine.xen.notes import kernel_xen_notes
 from pvtui.errors import PvtuiError
 
 if TYPE_CHECKING:
@@ -115,6 +119,12 @@ class Domain:
         self.max_vcpus = config.maxvcpus_or_vcpus
         self.max_pages = config.maxmem_or_memory // layout.PAGE_SIZE
         self.kernel = load_kernel(kernel_path, layout.KERNEL_MIN_ADDR)
+        xen_notes = kernel_xen_notes(kernel_path)
+        #: "xen" for a kernel with Xen's notes (Xen's boot layout, hypercalls and traps), else "pvtui".
+        self.personality = "xen" if xen_notes else "pvtui"
+        self.xen: XenGuest | None = None
+        #: The vCPU loop's hook for exits other than hypercalls (the Xen personality's trap stubs).
+        self.trap_exit: Callable[[VcpuRunner, int], bool] | None = None
         self.stack_base = _align_up(self.kernel.end, layout.PAGE_SIZE)
         self.first_free = _align_up(self.stack_base + self.max_vcpus * layout.VCPU_STACK_SIZE, layout.PAGE_SIZE)
         if self.first_free + MIN_FREE_BYTES > config.memory:
@@ -128,7 +138,7 @@ class Domain:
                 f"Domain {self.name} asks for too much memory",
                 f"maxmem is limited to {layout.MAX_IDENTITY_MAPPED // layout.GIB} GiB.",
             )
-        self.accounting = HypercallAccounting()
+        self.accounting = HypercallAccounting(names=xen_op_name) if xen_notes else HypercallAccounting()
         self.console = ConsoleBuffer()
         self.listeners: list[Callable[[DomainEvent], None]] = []
         self.shutdown_reason: ShutdownReason | None = None
@@ -146,9 +156,17 @@ class Domain:
         self.vm = self.kvm.create_vm()
         try:
             self.memory = GuestMemory(self.vm, config.memory)
-            self._write_boot_structures(self.kernel)
-            self.shared = self.memory.view(layout.SHARED_INFO_ADDR, layout.PAGE_SIZE)
-            self.hypercalls = HypercallHandler(self)
+            self.hypercalls: HypercallHandler | XenHypercalls
+            if xen_notes is not None:
+                self._load_segments(self.kernel)
+                self.xen = XenGuest(self, xen_notes, self.kernel.end, config.cmdline or "")
+                self.shared = self.xen.shared
+                self.hypercalls = XenHypercalls(self.xen)
+                self.trap_exit = bind_trap_exit(self.xen)
+            else:
+                self._write_boot_structures(self.kernel)
+                self.shared = self.memory.view(layout.SHARED_INFO_ADDR, layout.PAGE_SIZE)
+                self.hypercalls = HypercallHandler(self)
             self._tsc_khz = 0
             for vcpu_id in range(config.vcpus):
                 self._create_vcpu(vcpu_id)
@@ -162,12 +180,7 @@ class Domain:
         for addr, table in layout.page_table_bytes(self.config.maxmem_or_memory).items():
             mem.write(addr, table)
         mem.write(layout.GDT_ADDR, layout.gdt_bytes())
-        for segment in image.segments:
-            if not mem.write(segment.paddr, segment.data) or not mem.check(segment.paddr, segment.memsz):
-                raise DomainError(
-                    f"Kernel of {self.name} does not fit",
-                    f"A segment at {segment.paddr:#x} ({segment.memsz} bytes) lies beyond memory; raise memory:.",
-                )
+        self._load_segments(image)
         cmdline = self.config.kernel_cmdline().encode()
         if len(cmdline) >= abi.START_INFO_CMDLINE_SIZE:
             raise DomainError(f"Command line of {self.name} too long", "Shorten the workload settings.")
@@ -195,16 +208,32 @@ class Domain:
         )
         mem.write(layout.SHARED_INFO_ADDR, shared)
 
+    def _load_segments(self, image: KernelImage) -> None:
+        for segment in image.segments:
+            if not self.memory.write(segment.paddr, segment.data) or not self.memory.check(
+                segment.paddr, segment.memsz
+            ):
+                raise DomainError(
+                    f"Kernel of {self.name} does not fit",
+                    f"A segment at {segment.paddr:#x} ({segment.memsz} bytes) lies beyond memory; raise memory:.",
+                )
+
     def _create_vcpu(self, vcpu_id: int) -> VcpuRunner:
         vcpu = self.vm.create_vcpu(vcpu_id)
         vcpu.set_cpuid(self.kvm.supported_cpuid())
-        sregs = vcpu.get_sregs()
-        layout.apply_boot_sregs(sregs)
-        vcpu.set_sregs(sregs)
+        if self.xen is None:
+            sregs = vcpu.get_sregs()
+            layout.apply_boot_sregs(sregs)
+            vcpu.set_sregs(sregs)
+        else:
+            self.xen.setup_vcpu(vcpu, self.kernel.entry)
         if not self._tsc_khz:
             self._tsc_khz = vcpu.tsc_khz()
         runner = VcpuRunner(self, vcpu)
-        runner.set_context(self.kernel.entry, self.stack_top(vcpu_id), layout.START_INFO_ADDR)
+        if self.xen is None:
+            runner.set_context(self.kernel.entry, self.stack_top(vcpu_id), layout.START_INFO_ADDR)
+        else:  # Xen's entry: rsi = start_info (virtual), rsp at the end of the boot area
+            runner.set_context(self.kernel.entry, self.xen.boot.stack_top, 0, rsi=self.xen.boot.start_info)
         runner.affinity = self.config.vcpu_affinity(vcpu_id)
         self.runners[vcpu_id] = runner
         self._publish_clock(runner)
@@ -214,7 +243,10 @@ class Domain:
         return self.stack_base + (vcpu_id + 1) * layout.VCPU_STACK_SIZE
 
     def _publish_clock(self, runner: VcpuRunner) -> None:
-        offset = abi.SI_VCPU_INFO + runner.id * abi.VCPU_INFO_SIZE + abi.VI_TIME
+        if self.xen is not None:  # Xen's vcpu_time_info has the same 32-byte layout
+            offset = self.xen.vcpu_info_offset(runner.id) + xen_abi.VI_TIME
+        else:
+            offset = abi.SI_VCPU_INFO + runner.id * abi.VCPU_INFO_SIZE + abi.VI_TIME
         view = self.shared[offset : offset + abi.VCPU_TIME_INFO.size]
         version = struct.unpack_from("<I", view)[0]
         view[0:4] = struct.pack("<I", (version + 1) | 1)  # odd: being updated
@@ -329,6 +361,7 @@ class Domain:
         """Ask the guest to shut down through the shared-info page (it may ignore it)."""
         if reason not in (ShutdownReason.poweroff, ShutdownReason.reboot):
             raise DomainError("Unsupported shutdown request", "Ask for poweroff or reboot.")
+        self._refuse_for_xen("a graceful shutdown", "destroy it instead (as xl does without PV drivers)")
         with self._lock:
             struct.pack_into("<I", self.shared, abi.SI_SHUTDOWN_REQUEST, reason + 1)
             self._control_changed()
@@ -355,6 +388,8 @@ class Domain:
                 runner.vcpu.close()
         if hasattr(self, "shared"):
             self.shared.release()
+        if self.xen is not None:
+            self.xen.close()
         if hasattr(self, "memory"):
             self.vm.close()
             self.memory.close()
@@ -362,7 +397,18 @@ class Domain:
             self.vm.close()
 
     # --- guest-facing requests (from hypercalls) --------------------------------
+    def _refuse_for_xen(self, what: str, instead: str) -> None:
+        """Xen PV guests have no pvtui control page: what needs the guest's cooperation is refused."""
+        if self.xen is not None:
+            raise DomainError(
+                f"{self.name} is a Xen PV guest without PV control drivers",
+                f"It cannot take {what} (Xen asks through xenstore, which this guest does not use); {instead}.",
+            )
+
     def pending_view(self, vcpu_id: int) -> memoryview:
+        if self.xen is not None:  # evtchn_upcall_pending of its vcpu_info
+            at = self.xen.vcpu_info_offset(vcpu_id)
+            return self.shared[at : at + 1]
         offset = abi.SI_VCPU_INFO + vcpu_id * abi.VCPU_INFO_SIZE + abi.VI_EVTCHN_PENDING
         return self.shared[offset : offset + 8].cast("Q")
 
@@ -407,6 +453,7 @@ class Domain:
     # --- engine-side resource requests -----------------------------------------
     def set_balloon_target(self, target_bytes: int) -> None:
         """Ask the guest to hold ``target_bytes`` (it complies through memory_op)."""
+        self._refuse_for_xen("a balloon target", "set memory: in its definition and restart it")
         floor = self.first_free + MIN_FREE_BYTES
         if not floor <= target_bytes <= self.memory.size:
             hint = " (mem-max grows it up to maxmem)" if self.memory.size < self.config.maxmem_or_memory else ""
@@ -422,6 +469,7 @@ class Domain:
         """Ask for ``count`` online vCPUs. The guest brings new ones up itself and takes
         unplugged ones down through vcpu_op; both get ``guest_timeout`` seconds, after
         which an unplug is forced (a plug the guest ignores stays pending)."""
+        self._refuse_for_xen("vCPU hot-plug", "set vcpus: in its definition and restart it")
         if not 1 <= count <= self.max_vcpus:
             raise DomainError(
                 f"Cannot give {self.name} {count} vCPUs",
@@ -464,6 +512,7 @@ class Domain:
                 os.sched_setaffinity(runner.native_id, cpus or host_cpus)
 
     def grow_memory(self, new_bytes: int) -> None:
+        self._refuse_for_xen("memory hot-add", "set memory: in its definition and restart it")
         """Add RAM past the present size (a new KVM slot), up to maxmem.
 
         The new frames start out with the balloon (not backed); raise the
@@ -511,6 +560,8 @@ class Domain:
 
     @property
     def balloon_target_bytes(self) -> int:
+        if self.xen is not None:
+            return self.config.memory
         return struct.unpack_from("<Q", self.shared, abi.SI_BALLOON_TARGET_PAGES)[0] * layout.PAGE_SIZE
 
     # --- measurement ------------------------------------------------------------
@@ -551,7 +602,8 @@ class Domain:
             for vcpu_id, runner in sorted(list(self.runners.items()))
         ]
         alive = self._state not in (DomainState.DEAD,)
-        guest_used = struct.unpack_from("<Q", self.shared, abi.SI_GUEST_USED_PAGES)[0] if alive else 0
+        reports = alive and self.xen is None  # a Xen PV guest reports no use of its own
+        guest_used = struct.unpack_from("<Q", self.shared, abi.SI_GUEST_USED_PAGES)[0] if reports else 0
         memory = MemoryStats(
             boot_bytes=self.config.memory,
             present_bytes=self.memory.size if alive else 0,

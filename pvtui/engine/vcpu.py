@@ -20,6 +20,7 @@ from fcntl import ioctl
 from typing import TYPE_CHECKING
 
 from pvtui.engine import abi
+from pvtui.engine.abi import HYPERCALL_PORT
 from pvtui.engine.exits import HYPERCALL_IO_WORD, GuestFault, MalformedHypercall, decode_exit
 from pvtui.engine.kvm import Vcpu
 from pvtui.engine.kvm import ioctl as k
@@ -137,10 +138,14 @@ class VcpuRunner:
     def take_down(self) -> None:
         self._request(offline=True)
 
-    def set_context(self, rip: int, rsp: int, rdi: int) -> None:
-        """Registers for the next entry (VCPUOP_initialise while down, or boot)."""
+    def set_context(self, rip: int, rsp: int, rdi: int, rsi: int | None = None) -> None:
+        """Registers for the next entry (VCPUOP_initialise while down, or boot).
+
+        ``rsi`` is the vCPU id for pvtui's ABI; a Xen PV kernel gets its
+        start_info there instead.
+        """
         regs = KvmRegs()
-        regs.rip, regs.rsp, regs.rdi, regs.rsi = rip, rsp, rdi, self.id
+        regs.rip, regs.rsp, regs.rdi, regs.rsi = rip, rsp, rdi, self.id if rsi is None else rsi
         regs.rflags = 0x3002
         if self.thread is None:
             self.vcpu.set_regs(regs)
@@ -212,6 +217,7 @@ class VcpuRunner:
         io = run.exit.io
         fd = self.vcpu.fd
         dispatch = self.domain.hypercalls.dispatch
+        trap_exit = self.domain.trap_exit
         read_head, read_regs, write_u64 = _EXIT_HEAD.unpack_from, _REGS.unpack_from, _U64_FIELD.pack_into
         exit_io, hypercall_io, sync_regs = (
             k.KVM_EXIT_IO,
@@ -237,6 +243,10 @@ class VcpuRunner:
                     write_u64(run_map, _REGS_OFFSET, result & _U64)
                     write_u64(run_map, _DIRTY_OFFSET, sync_regs)
                     continue
+                if trap_exit is not None and reason == exit_io and io.port != HYPERCALL_PORT:
+                    if trap_exit(self, io.port):
+                        continue
+                    break
                 io_exit = (io.direction, io.size, io.port, io.count) if reason == k.KVM_EXIT_IO else None
                 action = decode_exit(
                     reason,

@@ -158,6 +158,12 @@ class Vcpu:
         fcntl.ioctl(self.fd, k.KVM_GET_MSRS, msrs)
         return int(msrs.entries[0].data)
 
+    def set_msrs(self, msrs: ctypes.Structure) -> None:
+        """Write MSRs (a ``kvm_msrs`` from :func:`kvm_msrs`); KVM refusing any entry is an error."""
+        written = fcntl.ioctl(self.fd, k.KVM_SET_MSRS, msrs)
+        if written != msrs.nmsrs:
+            raise OSError(f"KVM_SET_MSRS wrote {written} of {msrs.nmsrs} MSRs")
+
     def kvm_run(self) -> None:
         """Enter the guest; returns at the next exit (raises InterruptedError on a kick)."""
         fcntl.ioctl(self.fd, k.KVM_RUN, 0)

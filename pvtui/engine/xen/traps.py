@@ -1,0 +1,313 @@
+"""Exceptions of a Xen PV guest: emulate what Xen emulates, bounce the rest to the guest.
+
+Every exception the guest raises enters a ring-0 stub in the engine's
+private area, which exits to the engine with the CPU's exception frame on
+the stub stack (``machine.stub_code``). :class:`TrapHandler` reads that
+frame and either emulates the instruction (forced-emulation ``cpuid``,
+``mov %crN``/``%drN``, ``rdmsr``/``wrmsr``, ``cli``/``sti``/``in``/``out``
+under the virtual IOPL, soft ``int $n``, ``syscall``) or builds Xen's bounce
+frame on the guest kernel's stack and points the frame at the guest's
+handler; the stub's ``iretq`` then goes there. Each bounce is recorded in
+the hypercall log as its own record (``trap``) with its latency.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from typing import TYPE_CHECKING
+
+from pvtui.engine.kvm import ioctl as k
+from pvtui.engine.xen import abi as x
+from pvtui.engine.xen import machine as m
+from pvtui.engine.xen.decode import GPR_NAMES, Insn, decode
+
+if TYPE_CHECKING:
+    from pvtui.engine.vcpu import VcpuRunner
+    from pvtui.engine.xen.guest import PvVcpu, XenGuest
+
+_FRAME = struct.Struct("<5Q")
+_U64 = (1 << 64) - 1
+#: The op number trap records carry in the hypercall log (beyond Xen's hypercall numbers).
+TRAP_RECORD_OP = 0x100
+_EXCEPTION_NAMES = {
+    0: "#DE", 1: "#DB", 2: "NMI", 3: "#BP", 4: "#OF", 5: "#BR", 6: "#UD", 7: "#NM", 8: "#DF", 10: "#TS",
+    11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF", 16: "#MF", 17: "#AC", 18: "#MC", 19: "#XM", 20: "#VE", 21: "#CP",
+}  # fmt: skip
+_FATAL = {x.X86_EXC_DF, 2, 18}
+MSR_EFER, MSR_FS_BASE, MSR_GS_BASE, MSR_SHADOW_GS_BASE, MSR_TSC = 0xC0000080, 0xC0000100, 0xC0000101, 0xC0000102, 0x10
+XEN_CPUID_BASE = 0x40000000
+XEN_CPUID_SIGNATURE = (0x566E6558, 0x65584D4D, 0x4D4D566E)  # "XenVMMXenVMM"
+
+
+def exception_name(vector: int) -> str:
+    return _EXCEPTION_NAMES.get(vector, f"vector {vector}")
+
+
+class GuestCrash(Exception):
+    """The guest did something Xen would crash it for; the message says what."""
+
+
+class TrapHandler:
+    """Handles one domain's exception exits (one instance per domain)."""
+
+    def __init__(self, guest: XenGuest) -> None:
+        self.guest = guest
+        self.domain = guest.domain
+        self._cpuid: dict[tuple[int, int], tuple[int, int, int, int]] = {}
+        self._cpuid_indexed: set[int] = set()
+        table = self.domain.kvm.supported_cpuid()
+        for i in range(table.nent):
+            entry = table.entries[i]
+            self._cpuid[(entry.function, entry.index)] = (entry.eax, entry.ebx, entry.ecx, entry.edx)
+            if entry.flags & 1:  # KVM_CPUID_FLAG_SIGNIFCANT_INDEX
+                self._cpuid_indexed.add(entry.function)
+
+    # --- the exit ----------------------------------------------------------------------
+    def on_exit(self, runner: VcpuRunner, port: int) -> bool:
+        """A stub reported exception ``port - TRAP_PORT_BASE``; False when the vCPU must stop."""
+        vector = port - m.TRAP_PORT_BASE
+        regs = runner.vcpu.run.regs
+        state = self.guest.vcpus[runner.id]
+        started = time.monotonic_ns()
+        has_code = vector in x.EXC_HAS_ERROR_CODE
+        frame_va = regs.rsp + (8 if has_code else 0)
+        at = frame_va - m.PRIVATE_VA
+        error_code = struct.unpack_from("<Q", self.guest.private, at - 8)[0] if has_code else 0
+        rip, cs, rflags, rsp, ss = _FRAME.unpack_from(self.guest.private, at)
+        frame = [rip, cs & 0xFFFF, rflags, rsp, ss & 0xFFFF]
+        try:
+            handled = self._handle(runner, state, vector, error_code, frame)
+        except GuestCrash as exc:
+            self.domain.guest_crashed(f"vCPU {runner.id}: {exc}")
+            return False
+        _FRAME.pack_into(self.guest.private, at, frame[0], x.FLAT_RING3_CS64, frame[2], frame[3], x.FLAT_RING3_SS64)
+        regs.rsp = frame_va
+        runner.vcpu.run.kvm_dirty_regs = k.KVM_SYNC_X86_REGS
+        if handled is not None:
+            bounced, code = handled
+            self.domain.hypercalls.record_trap(runner, bounced, code, frame[0], rip, started)
+        return True
+
+    def _handle(
+        self, runner: VcpuRunner, state: PvVcpu, vector: int, error_code: int, frame: list[int]
+    ) -> tuple[int, int] | None:
+        """Emulate, or bounce; returns (vector, error code) when a trap was bounced."""
+        if vector in _FATAL:
+            raise GuestCrash(f"{exception_name(vector)} at rip {frame[0]:#x}")
+        if vector == x.X86_EXC_PF:
+            cr2 = runner.vcpu.get_sregs().cr2
+            if cr2 == m.SYSCALL_TRAP_VA and frame[0] == m.SYSCALL_TRAP_VA:
+                return self._syscall(runner, state, frame)
+            self.guest.set_cr2(runner.id, cr2)
+            return self.bounce(runner, state, vector, error_code, frame)
+        if vector == x.X86_EXC_UD or (vector == x.X86_EXC_GP and error_code in (0,) or error_code & 2):
+            insn = self._instruction(state, frame[0])
+            if insn is not None:
+                emulated = self._emulate(runner, state, vector, error_code, insn, frame)
+                if emulated is not False:
+                    return emulated or None
+        return self.bounce(runner, state, vector, error_code if vector in x.EXC_HAS_ERROR_CODE else None, frame)
+
+    def _instruction(self, state: PvVcpu, rip: int) -> Insn | None:
+        code = b""
+        for length in (15, 8, 4):  # near the end of a mapping, a shorter read may still fit
+            code = self.guest.read_virt(state, rip, length) or b""
+            if code:
+                break
+        return decode(code) if code else None
+
+    # --- emulation -----------------------------------------------------------------------
+    def _emulate(
+        self, runner: VcpuRunner, state: PvVcpu, vector: int, error_code: int, insn: Insn, frame: list[int]
+    ) -> tuple[int, int] | None | bool:
+        """None: emulated, the guest continues after it; a tuple: bounced; False: not ours."""
+        regs = runner.vcpu.run.regs
+        kind = insn.kind
+        if kind == "cpuid" and insn.forced:
+            leaf, sub = regs.rax & 0xFFFFFFFF, regs.rcx & 0xFFFFFFFF
+            regs.rax, regs.rbx, regs.rcx, regs.rdx = self.cpuid(leaf, sub)
+        elif kind in ("int", "int3", "icebp", "into"):
+            return self._soft_interrupt(runner, state, insn, frame)
+        elif vector == x.X86_EXC_UD:
+            return False
+        elif kind in ("cli", "sti", "in", "out", "ins", "outs"):
+            if not self._iopl_ok(state):
+                return self.bounce(runner, state, x.X86_EXC_GP, 0, frame)
+            if kind in ("cli", "sti"):
+                self.guest.set_upcall_mask(runner.id, kind == "cli")
+            elif kind == "in":
+                mask = (1 << (8 * insn.size)) - 1
+                regs.rax = (regs.rax & ~mask & _U64) | mask  # nothing is there: all ones
+            elif kind in ("ins", "outs"):
+                return self.bounce(runner, state, x.X86_EXC_GP, 0, frame)
+        elif not state.kernel_mode:
+            return False  # privileged instructions from guest user mode: #GP, as Xen
+        elif kind == "mov_from_cr":
+            value = self._read_cr(runner, state, insn.cr)
+            if value is None:
+                return False
+            setattr(regs, GPR_NAMES[insn.gpr], value)
+        elif kind == "mov_to_cr":
+            if not self._write_cr(runner, state, insn.cr, getattr(regs, GPR_NAMES[insn.gpr])):
+                return False
+        elif kind in ("mov_from_dr", "mov_to_dr"):
+            return False
+        elif kind == "rdmsr":
+            value = self._rdmsr(runner, regs.rcx & 0xFFFFFFFF)
+            if value is None:
+                return False
+            regs.rax, regs.rdx = value & 0xFFFFFFFF, value >> 32
+        elif kind == "wrmsr":
+            return False
+        else:
+            return False
+        frame[0] = (frame[0] + insn.length) & _U64
+        return None
+
+    def _iopl_ok(self, state: PvVcpu) -> bool:
+        """Xen's ``iopl_ok``: the virtual IOPL against the virtual CPL (kernel 1, user 3)."""
+        return state.iopl >= (1 if state.kernel_mode else 3)
+
+    def _soft_interrupt(
+        self, runner: VcpuRunner, state: PvVcpu, insn: Insn, frame: list[int]
+    ) -> tuple[int, int] | None | bool:
+        """``int $n``: delivered if the trap table's DPL allows it from here, else #GP(n<<3|2)."""
+        if insn.kind == "into":
+            return False  # invalid in 64-bit mode: the #UD stands
+        vector = insn.vector
+        if insn.kind == "int":
+            flags = state.traps.get(vector, (0, 0, 0))[0]
+            if (flags & x.TI_DPL_MASK) < (1 if state.kernel_mode else 3):
+                return self.bounce(runner, state, x.X86_EXC_GP, (vector << 3) | 2, frame)
+        frame[0] = (frame[0] + insn.length) & _U64
+        return self.bounce(runner, state, vector, None, frame)
+
+    def _read_cr(self, runner: VcpuRunner, state: PvVcpu, cr: int) -> int | None:
+        if cr == 0:
+            return 0x80050033
+        if cr == 2:
+            return state.cr2
+        if cr == 3:
+            return self.guest.current_cr3(state)
+        if cr == 4:
+            return 0x620
+        return None
+
+    def _write_cr(self, runner: VcpuRunner, state: PvVcpu, cr: int, value: int) -> bool:
+        if cr == 2:
+            self.guest.set_cr2(runner.id, value)
+            return True
+        if cr == 3:
+            return self.domain.hypercalls.new_baseptr(runner, state, value >> 12, user=False) == 0
+        return False
+
+    def _rdmsr(self, runner: VcpuRunner, index: int) -> int | None:
+        if index in (MSR_FS_BASE, MSR_GS_BASE):
+            sregs = runner.vcpu.get_sregs()
+            return int(sregs.fs.base if index == MSR_FS_BASE else sregs.gs.base)
+        if index == MSR_EFER:
+            return 0xD01  # SCE, LME, LMA, NXE as a 64-bit PV kernel sees them
+        if index == MSR_TSC:
+            return runner.vcpu.read_tsc()
+        return None
+
+    def cpuid(self, leaf: int, sub: int) -> tuple[int, int, int, int]:
+        """CPUID as a Xen PV guest sees it: KVM's supported table plus Xen's leaves."""
+        if XEN_CPUID_BASE <= leaf < XEN_CPUID_BASE + 0x100:
+            if leaf == XEN_CPUID_BASE:
+                return (XEN_CPUID_BASE + 4, *XEN_CPUID_SIGNATURE)
+            if leaf == XEN_CPUID_BASE + 1:
+                return ((x.XEN_VERSION_MAJOR << 16) | x.XEN_VERSION_MINOR, 0, 0, 0)
+            if leaf == XEN_CPUID_BASE + 2:
+                return (1, 0x40000000, 0, 0)  # one hypercall page, MSR base
+            return (0, 0, 0, 0)
+        key = (leaf, sub if leaf in self._cpuid_indexed else 0)
+        eax, ebx, ecx, edx = self._cpuid.get(key, (0, 0, 0, 0))
+        if leaf == 1:
+            ecx |= 1 << 31  # running under a hypervisor
+            ebx = (ebx & 0x00FFFFFF) | (runnerless_apic_id() << 24)
+        return eax, ebx, ecx, edx
+
+    def _syscall(self, runner: VcpuRunner, state: PvVcpu, frame: list[int]) -> tuple[int, int] | None:
+        """SYSCALL lands on LSTAR's unmapped page: user mode goes to the guest's syscall
+        callback (Xen's switch to kernel); kernel mode makes a hypercall (Xen's 64-bit
+        hypercall instruction), returning to rcx with r11's flags."""
+        regs = runner.vcpu.run.regs
+        frame[0], frame[2] = regs.rcx, (regs.r11 & x.RFLAGS_GUEST_MASK) | 0x202
+        if not state.kernel_mode:
+            return self.bounce_callback(runner, state, x.CALLBACKTYPE_syscall, frame, syscall=True)
+        result = self.domain.hypercalls.dispatch(
+            runner, regs.rax & 0xFFFFFFFF, regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8
+        )
+        if result is None:
+            raise GuestCrash("guest stopped in a hypercall made with syscall")
+        regs.rax = result & _U64
+        return None
+
+    # --- delivery ----------------------------------------------------------------------------
+    def bounce(
+        self, runner: VcpuRunner, state: PvVcpu, vector: int, error_code: int | None, frame: list[int]
+    ) -> tuple[int, int]:
+        """Deliver ``vector`` to the guest's trap-table handler (Xen's create_bounce_frame)."""
+        flags, _cs, handler = state.traps.get(vector, (0, 0, 0))
+        if not handler:
+            raise GuestCrash(
+                f"{exception_name(vector)} (error code {error_code or 0:#x}) at rip {frame[0]:#x} "
+                f"and the guest has no handler for it"
+            )
+        self.deliver(runner, state, handler, bool(flags & x.TI_MASK_EVENTS), error_code, frame)
+        return vector, error_code or 0
+
+    def bounce_callback(
+        self, runner: VcpuRunner, state: PvVcpu, kind: int, frame: list[int], syscall: bool = False
+    ) -> tuple[int, int]:
+        address, flags = state.callbacks.get(kind, (0, 0))
+        if not address:
+            what = "syscall" if syscall else f"callback {kind}"
+            raise GuestCrash(f"{what} at rip {frame[0]:#x} and the guest registered no callback for it")
+        self.deliver(runner, state, address, bool(flags & x.CALLBACKF_mask_events), None, frame)
+        return (0x100 if syscall else 0x200), 0
+
+    def deliver(
+        self,
+        runner: VcpuRunner,
+        state: PvVcpu,
+        handler: int,
+        mask_events: bool,
+        error_code: int | None,
+        frame: list[int],
+    ) -> None:
+        """Write Xen's frame (SS RSP RFLAGS CS RIP [error] R11 RCX) and point ``frame`` at ``handler``."""
+        guest, regs = self.guest, runner.vcpu.run.regs
+        rip, cs, rflags, rsp, _ss = frame
+        cs = x.FLAT_RING3_CS64
+        if state.kernel_mode:
+            cs &= ~3  # "indicate kernel context to guest", as Xen does
+            stack = rsp
+        else:
+            self.domain.hypercalls.toggle_mode(runner, state)
+            stack = state.kernel_sp
+        saved_mask = guest.upcall_mask(runner.id)
+        if mask_events:
+            guest.set_upcall_mask(runner.id, True)
+        shown_flags = (rflags & ~(x.RFLAGS_IF | x.RFLAGS_IOPL)) | (0 if saved_mask else x.RFLAGS_IF)
+        if guest.vm_assist & (1 << x.VMASST_TYPE_architectural_iopl):
+            shown_flags |= state.iopl << 12
+        words = [regs.rcx, regs.r11]
+        if error_code is not None:
+            words.append(error_code)
+        words += [rip, cs | (saved_mask << 32), shown_flags, rsp, x.FLAT_KERNEL_SS if state.kernel_mode else _ss]
+        new_rsp = ((stack & ~0xF) - 8 * len(words)) & _U64
+        if stack & (1 << 63) and not (stack >> 47) == 0x1FFFF or not guest.write_virt(
+            state, new_rsp, struct.pack(f"<{len(words)}Q", *words)
+        ):
+            raise GuestCrash(f"cannot write a bounce frame to the guest stack at {stack:#x}")
+        frame[0] = handler
+        frame[2] = rflags & ~(x.RFLAGS_AC | x.RFLAGS_VM | x.RFLAGS_RF | x.RFLAGS_NT | x.RFLAGS_TF)
+        frame[3] = new_rsp
+
+
+def runnerless_apic_id() -> int:
+    """The initial APIC id reported in leaf 1 (vCPU 0's; PV guests do not use it)."""
+    return 0
