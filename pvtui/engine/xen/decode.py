@@ -80,6 +80,11 @@ def decode(code: bytes) -> Insn | None:
         cr = ((modrm >> 3) & 7) | (8 if rex & 4 else 0)
         gpr = (modrm & 7) | (8 if rex & 1 else 0)
         return Insn("mov_from_cr" if op2 == 0x20 else "mov_to_cr", at + 3, cr=cr, gpr=gpr)
+    if op2 in (0x21, 0x23) and len(rest) >= 2:
+        modrm = rest[1]
+        dr = ((modrm >> 3) & 7) | (8 if rex & 4 else 0)
+        gpr = (modrm & 7) | (8 if rex & 1 else 0)
+        return Insn("mov_from_dr" if op2 == 0x21 else "mov_to_dr", at + 3, cr=dr, gpr=gpr)
     simple = {0x30: "wrmsr", 0x32: "rdmsr", 0x31: "rdtsc", 0x33: "rdpmc", 0xA2: "cpuid", 0x06: "clts", 0x09: "wbinvd"}
     if op2 in simple:
         return Insn(simple[op2], at + 2)

@@ -52,7 +52,7 @@ class PvVcpu:
     cr2: int = 0
     kernel_cr3: int = 0
     user_cr3: int = 0
-    debugreg: list[int] = field(default_factory=lambda: [0] * 8)
+    debugreg: list[int] = field(default_factory=lambda: [0, 0, 0, 0, 0, 0, 0xFFFF0FF0, 0x400])
     gdt_frames: list[int] = field(default_factory=list)
     gdt_entries: int = 0
 
@@ -89,6 +89,7 @@ class XenGuest:
         #: 2-level event channels: port -> (kind, vcpu) for ports in use
         self.ports: dict[int, tuple[str, int]] = {}
         self.grant_frames = 0
+        self.grant_version = 1
 
     # --- building ---------------------------------------------------------------
     def _write_private(self) -> None:
@@ -245,7 +246,10 @@ class XenGuest:
 
     def frame_ok(self, mfn: int) -> bool:
         """A frame a guest PTE may point at: its own RAM or its shared_info page."""
-        return 0 <= mfn < self.nr_pages or mfn == self.shared_info_maddr >> 12
+        if 0 <= mfn < self.nr_pages or mfn == self.shared_info_maddr >> 12:
+            return True
+        first_grant = (m.PRIVATE_GPA >> 12) + m.P_GRANT
+        return first_grant <= mfn < first_grant + self.grant_frames
 
     def l1_entry_address(self, cr3: int, va: int) -> int | None:
         """Guest-physical address of the L1 entry for ``va`` (None: no L1 table there)."""

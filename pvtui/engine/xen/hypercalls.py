@@ -80,6 +80,8 @@ class XenHypercalls:
                 int(h.set_gdt): self.set_gdt,
                 int(h.stack_switch): self.stack_switch,
                 int(h.fpu_taskswitch): self.fpu_taskswitch,
+                int(h.set_debugreg): self.set_debugreg,
+                int(h.get_debugreg): self.get_debugreg,
                 int(h.update_descriptor): self.update_descriptor,
                 int(h.memory_op): self.memory_op,
                 int(h.multicall): self.multicall,
@@ -486,19 +488,74 @@ class XenHypercalls:
         return _neg(x.ENOSYS)
 
     def grant_table_op(self, runner: VcpuRunner, cmd: int, arg: int, count: int, _a4: int, _a5: int) -> int:
-        """Only the table's size: grant frames are not shared with anyone (a single-host engine)."""
+        """The domain's own grant table (setup, size, version). Granting to another domain
+        has no one to grant to on a single-host engine, so map/unmap/copy are ENOSYS."""
+        from pvtui.engine.xen import machine as m
+
+        guest = self.guest
+        if cmd == x.GNTTABOP_setup_table:
+            raw = self._read(runner, arg, 24)
+            if raw is None:
+                return _neg(x.EFAULT)
+            dom, nr_frames, _status, frame_list = struct.unpack("<HxxIhxxxxxxQ", raw)
+            status = 0
+            if dom not in (x.DOMID_SELF, 0):
+                status = -2  # GNTST_bad_domain
+            elif nr_frames > m.GRANT_FRAMES:
+                status = -1  # GNTST_general_error
+            else:
+                guest.grant_frames = max(guest.grant_frames, nr_frames)
+                first = (m.PRIVATE_GPA >> 12) + m.P_GRANT
+                frames = struct.pack(f"<{nr_frames}Q", *range(first, first + nr_frames))
+                if nr_frames and not self._write(runner, frame_list, frames):
+                    return _neg(x.EFAULT)
+            return 0 if self._write(runner, arg + 8, struct.pack("<h", status)) else _neg(x.EFAULT)
         if cmd == x.GNTTABOP_query_size:
             # domid u16, nr_frames u32, max_nr_frames u32, status i16
-            blob = struct.pack("<HxxIIh", x.DOMID_SELF, self.guest.grant_frames, x.MAX_GRANT_FRAMES, 0)
+            blob = struct.pack("<HxxIIh", x.DOMID_SELF, guest.grant_frames, m.GRANT_FRAMES, 0)
             return 0 if self._write(runner, arg, blob) else _neg(x.EFAULT)
         if cmd == x.GNTTABOP_get_version:
-            return 0 if self._write(runner, arg + 4, struct.pack("<I", 1)) else _neg(x.EFAULT)
+            return 0 if self._write(runner, arg + 4, struct.pack("<I", guest.grant_version)) else _neg(x.EFAULT)
         if cmd == x.GNTTABOP_set_version:
             raw = self._read(runner, arg, 4)
             if raw is None:
                 return _neg(x.EFAULT)
-            return 0 if struct.unpack("<I", raw)[0] in (0, 1) else _neg(x.EINVAL)
+            version = struct.unpack("<I", raw)[0]
+            if version not in (0, 1, 2):
+                return _neg(x.EINVAL)
+            if version:
+                guest.grant_version = version
+            return 0 if self._write(runner, arg, struct.pack("<I", guest.grant_version)) else _neg(x.EFAULT)
         return _neg(x.ENOSYS)
+
+    def set_debugreg_value(self, state: PvVcpu, reg: int, value: int) -> bool:
+        """Xen's set_debugreg: DR0-3 canonical guest addresses, DR6/DR7 with fixed bits."""
+        from pvtui.engine.xen.guest import canonical
+
+        if reg in (4, 5):
+            reg += 2
+        if reg < 4:
+            if not canonical(value) or value >= x.HYPERVISOR_VIRT_START:
+                return False
+        elif reg == 6:
+            value = (value & 0xE00F) | 0xFFFF0FF0
+        elif reg == 7:
+            if value >> 32:
+                return False
+            value = (value & ~0x2000 & 0xFFFFFFFF) | 0x400
+        else:
+            return False
+        state.debugreg[reg] = value
+        return True
+
+    def set_debugreg(self, runner: VcpuRunner, reg: int, value: int, _a3: int, _a4: int, _a5: int) -> int:
+        return 0 if self.set_debugreg_value(self._state(runner), reg, value) else _neg(x.EINVAL)
+
+    def get_debugreg(self, runner: VcpuRunner, reg: int, _a2: int, _a3: int, _a4: int, _a5: int) -> int:
+        state = self._state(runner)
+        if reg in (4, 5):
+            reg += 2
+        return state.debugreg[reg] if 0 <= reg < 8 else _neg(x.EINVAL)
 
     def vcpu_op(self, runner: VcpuRunner, cmd: int, vcpu: int, _arg: int, _a4: int, _a5: int) -> int:
         if not 0 <= vcpu < self.domain.max_vcpus:

@@ -40,7 +40,10 @@ P_ZERO = 3
 P_L3 = 4
 P_L2 = 5
 P_L1 = 6
-P_VCPU_BASE = 8
+#: Grant-table frames (shared with no one: a single-host engine has no other domain to grant to).
+P_GRANT = 8
+GRANT_FRAMES = 4
+P_VCPU_BASE = P_GRANT + GRANT_FRAMES
 #: Per vCPU: GDT (16 pages), TSS, stub stack.
 VCPU_PAGES = GDT_PAGES + 2
 

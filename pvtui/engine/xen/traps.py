@@ -100,8 +100,10 @@ class TrapHandler:
             if cr2 == m.SYSCALL_TRAP_VA and frame[0] == m.SYSCALL_TRAP_VA:
                 return self._syscall(runner, state, frame)
             self.guest.set_cr2(runner.id, cr2)
+            if state.kernel_mode:  # the guest kernel runs in ring 3, but its faults are a kernel's
+                error_code &= ~x.PFEC_USER
             return self.bounce(runner, state, vector, error_code, frame)
-        if vector == x.X86_EXC_UD or (vector == x.X86_EXC_GP and error_code in (0,) or error_code & 2):
+        if vector == x.X86_EXC_UD or (vector == x.X86_EXC_GP and (error_code == 0 or error_code & 2)):
             insn = self._instruction(state, frame[0])
             if insn is not None:
                 emulated = self._emulate(runner, state, vector, error_code, insn, frame)
@@ -147,12 +149,18 @@ class TrapHandler:
             value = self._read_cr(runner, state, insn.cr)
             if value is None:
                 return False
-            setattr(regs, GPR_NAMES[insn.gpr], value)
+            _set_gpr(regs, frame, insn.gpr, value)
         elif kind == "mov_to_cr":
-            if not self._write_cr(runner, state, insn.cr, getattr(regs, GPR_NAMES[insn.gpr])):
+            if not self._write_cr(runner, state, insn.cr, _get_gpr(regs, frame, insn.gpr)):
                 return False
-        elif kind in ("mov_from_dr", "mov_to_dr"):
-            return False
+        elif kind == "mov_from_dr":
+            value = self._read_dr(state, insn.cr)
+            if value is None:
+                return False
+            _set_gpr(regs, frame, insn.gpr, value)
+        elif kind == "mov_to_dr":
+            if not self.domain.hypercalls.set_debugreg_value(state, insn.cr, _get_gpr(regs, frame, insn.gpr)):
+                return False
         elif kind == "rdmsr":
             value = self._rdmsr(runner, regs.rcx & 0xFFFFFFFF)
             if value is None:
@@ -166,8 +174,11 @@ class TrapHandler:
         return None
 
     def _iopl_ok(self, state: PvVcpu) -> bool:
-        """Xen's ``iopl_ok``: the virtual IOPL against the virtual CPL (kernel 1, user 3)."""
-        return state.iopl >= (1 if state.kernel_mode else 3)
+        """Xen's ``iopl_ok``: the virtual IOPL against the virtual CPL (user 3; kernel 1,
+        or 0 once the guest enabled VMASST_TYPE_architectural_iopl)."""
+        architectural = self.guest.vm_assist & (1 << x.VMASST_TYPE_architectural_iopl)
+        cpl = (0 if architectural else 1) if state.kernel_mode else 3
+        return state.iopl >= cpl
 
     def _soft_interrupt(
         self, runner: VcpuRunner, state: PvVcpu, insn: Insn, frame: list[int]
@@ -201,6 +212,12 @@ class TrapHandler:
         if cr == 3:
             return self.domain.hypercalls.new_baseptr(runner, state, value >> 12, user=False) == 0
         return False
+
+    @staticmethod
+    def _read_dr(state: PvVcpu, dr: int) -> int | None:
+        if dr in (4, 5):
+            dr += 2  # aliases of DR6 and DR7 while CR4.DE is clear
+        return state.debugreg[dr] if dr < 8 else None
 
     def _rdmsr(self, runner: VcpuRunner, index: int) -> int | None:
         if index in (MSR_FS_BASE, MSR_GS_BASE):
@@ -297,15 +314,25 @@ class TrapHandler:
         words = [regs.rcx, regs.r11]
         if error_code is not None:
             words.append(error_code)
-        words += [rip, cs | (saved_mask << 32), shown_flags, rsp, x.FLAT_KERNEL_SS if state.kernel_mode else _ss]
+        words += [rip, cs | (saved_mask << 32), shown_flags, rsp, _ss]
         new_rsp = ((stack & ~0xF) - 8 * len(words)) & _U64
-        if stack & (1 << 63) and not (stack >> 47) == 0x1FFFF or not guest.write_virt(
-            state, new_rsp, struct.pack(f"<{len(words)}Q", *words)
-        ):
+        if not guest.write_virt(state, new_rsp, struct.pack(f"<{len(words)}Q", *words)):
             raise GuestCrash(f"cannot write a bounce frame to the guest stack at {stack:#x}")
         frame[0] = handler
         frame[2] = rflags & ~(x.RFLAGS_AC | x.RFLAGS_VM | x.RFLAGS_RF | x.RFLAGS_NT | x.RFLAGS_TF)
         frame[3] = new_rsp
+
+
+def _get_gpr(regs: object, frame: list[int], gpr: int) -> int:
+    """A guest register at the fault: rsp is in the exception frame (the stub runs on its own stack)."""
+    return frame[3] if gpr == 4 else int(getattr(regs, GPR_NAMES[gpr]))
+
+
+def _set_gpr(regs: object, frame: list[int], gpr: int, value: int) -> None:
+    if gpr == 4:
+        frame[3] = value & _U64
+    else:
+        setattr(regs, GPR_NAMES[gpr], value & _U64)
 
 
 def runnerless_apic_id() -> int:
