@@ -78,15 +78,14 @@ class TrapHandler:
         frame = [rip, cs & 0xFFFF, rflags, rsp, ss & 0xFFFF]
         try:
             handled = self._handle(runner, state, vector, error_code, frame)
+            if handled is not None:
+                self.domain.hypercalls.record_trap(runner, handled[0], handled[1], frame[0], rip, started)
         except GuestCrash as exc:
             self.domain.guest_crashed(f"vCPU {runner.id}: {exc}")
             return False
         _FRAME.pack_into(self.guest.private, at, frame[0], x.FLAT_RING3_CS64, frame[2], frame[3], x.FLAT_RING3_SS64)
         regs.rsp = frame_va
         runner.vcpu.run.kvm_dirty_regs = k.KVM_SYNC_X86_REGS
-        if handled is not None:
-            bounced, code = handled
-            self.domain.hypercalls.record_trap(runner, bounced, code, frame[0], rip, started)
         return True
 
     def _handle(
@@ -254,11 +253,16 @@ class TrapHandler:
         frame[0], frame[2] = regs.rcx, (regs.r11 & x.RFLAGS_GUEST_MASK) | 0x202
         if not state.kernel_mode:
             return self.bounce_callback(runner, state, x.CALLBACKTYPE_syscall, frame, syscall=True)
+        # The hypercall sees the guest's own context (an iret among its work replaces it).
+        stub = regs.rip, regs.rflags, regs.rsp
+        regs.rip, regs.rflags, regs.rsp = frame[0], frame[2], frame[3]
         result = self.domain.hypercalls.dispatch(
             runner, regs.rax & 0xFFFFFFFF, regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8
         )
+        frame[0], frame[2], frame[3] = regs.rip, regs.rflags, regs.rsp
+        regs.rip, regs.rflags, regs.rsp = stub  # the stub's iretq takes the guest there
         if result is None:
-            raise GuestCrash("guest stopped in a hypercall made with syscall")
+            raise GuestCrash("the guest stopped in a hypercall made with syscall")
         regs.rax = result & _U64
         return None
 
