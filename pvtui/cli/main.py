@@ -22,7 +22,7 @@ EXIT_ENGINE = 3
 def _cmd_run(args: argparse.Namespace) -> int:
     from pvtui.cli.run import run_foreground
 
-    return run_foreground(args.file, shutdown_timeout=args.timeout, summary=not args.no_summary)
+    return run_foreground(args.file, shutdown_timeout=args.timeout, summary=not args.no_summary, cmdline=args.cmdline)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     run = verb("run", _cmd_run, "Run one domain in the foreground, its console on stdout.")
-    run.add_argument("file", help="domain definition (YAML)")
+    run.add_argument("file", help="domain definition (YAML), or a kernel ELF to run with 1 vCPU and 64 MiB")
+    run.add_argument("--cmdline", help="the kernel command line (overrides cmdline: in the definition)")
     run.add_argument(
         "--timeout",
         type=float,

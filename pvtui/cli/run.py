@@ -9,13 +9,18 @@ when the guest stops by itself. The summary goes to stderr.
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import sys
 import threading
 import time
 
 from pvtui.cli.main import EXIT_GUEST_CRASHED, EXIT_INVALID, EXIT_OK
+from pvtui.cli.xtf import EXIT_CODES as XTF_EXIT_CODES
+from pvtui.cli.xtf import is_xtf_console, xtf_result
 from pvtui.domain.loader import DomainFileError, load_domain_file
+from pvtui.domain.schema import DomainConfig
 from pvtui.engine.abi import ShutdownReason
 from pvtui.engine.domain import Domain, DomainStats
 from pvtui.engine.lifecycle import MAX_RESTARTS, RESTART_WINDOW_S, RestartGuard, action_for
@@ -41,13 +46,20 @@ class _Interrupts:
         self.event.set()
 
 
-def run_foreground(path: str, shutdown_timeout: float = 10.0, summary: bool = True) -> int:
+def run_foreground(path: str, shutdown_timeout: float = 10.0, summary: bool = True, cmdline: str | None = None) -> int:
+    """Run a domain file, or a kernel ELF directly (1 vCPU, 64 MiB, ``cmdline`` as its command line).
+
+    An XTF kernel's run exits with xtf-runner's code for its result
+    (``pvtui.cli.xtf``): 0 SUCCESS, 3 SKIP, 4 ERROR, 5 FAILURE, 6 CRASH.
+    """
     try:
-        config = load_domain_file(path)
+        config = config_for_kernel(path, cmdline) if is_elf(path) else load_domain_file(path)
     except DomainFileError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_INVALID
+    if cmdline is not None and not is_elf(path):
+        config = config.model_copy(update={"cmdline": cmdline})
     from pvtui.guest.build import bundled_kernel
 
     kernel = config.kernel or str(bundled_kernel())
@@ -71,11 +83,31 @@ def run_foreground(path: str, shutdown_timeout: float = 10.0, summary: bool = Tr
                 _say(f"restarting {config.name}")
                 continue
             code = EXIT_GUEST_CRASHED if outcome == "crashed" else EXIT_OK
+            console = domain.console.text()
+            if domain.personality == "xen" and is_xtf_console(console):
+                result = xtf_result(console, outcome == "crashed")
+                code = XTF_EXIT_CODES[result]
+                _say(f"XTF result: {result} (exit code {code})")
             _finish(domain, summary)
             return code
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def is_elf(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"\x7fELF"
+    except OSError:
+        return False
+
+
+def config_for_kernel(path: str, cmdline: str | None) -> DomainConfig:
+    """A definition for a bare kernel, as ``xl create`` would make of a one-line config:
+    named after the file, 1 vCPU, 64 MiB, the rest defaults."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", os.path.basename(path))[:64].lstrip("-_.") or "kernel"
+    return DomainConfig(name=name, vcpus=1, memory="64M", kernel=os.path.abspath(path), cmdline=cmdline)
 
 
 def _supervise(domain: Domain, interrupts: _Interrupts, shutdown_timeout: float) -> str:

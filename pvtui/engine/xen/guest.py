@@ -162,13 +162,13 @@ class XenGuest:
 
     # --- guest memory through the guest's page tables ------------------------------
     def phys_read(self, gpa: int, length: int) -> bytes | None:
-        if m.PRIVATE_GPA <= gpa and gpa + length <= m.PRIVATE_GPA + self._private_size:
+        if gpa >= m.PRIVATE_GPA and gpa + length <= m.PRIVATE_GPA + self._private_size:
             at = gpa - m.PRIVATE_GPA
             return self.private[at : at + length].tobytes()
         return self.memory.read(gpa, length)
 
     def phys_write(self, gpa: int, data: bytes) -> bool:
-        if m.PRIVATE_GPA <= gpa and gpa + len(data) <= m.PRIVATE_GPA + self._private_size:
+        if gpa >= m.PRIVATE_GPA and gpa + len(data) <= m.PRIVATE_GPA + self._private_size:
             at = gpa - m.PRIVATE_GPA
             self.private[at : at + len(data)] = data
             return True

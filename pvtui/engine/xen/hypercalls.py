@@ -370,9 +370,9 @@ class XenHypercalls:
         from pvtui.engine.xen.guest import canonical
 
         state = self._state(runner)
-        if not canonical(va) or (va >> 39) & 511 == m.PRIVATE_L4_SLOT or va >= 0xFFFF_8000_0000_0000 and (
+        if not canonical(va) or (va >> 39) & 511 == m.PRIVATE_L4_SLOT or (va >= 0xFFFF_8000_0000_0000 and (
             (va >> 39) & 511
-        ) < 272:
+        ) < 272):
             return _neg(x.EINVAL)
         if flags & ~(x.UVMF_FLUSHTYPE_MASK | (1 << 2)) and flags & x.UVMF_FLUSHTYPE_MASK == 3:
             return _neg(x.EINVAL)

@@ -121,7 +121,7 @@ class TrapHandler:
     # --- emulation -----------------------------------------------------------------------
     def _emulate(
         self, runner: VcpuRunner, state: PvVcpu, vector: int, error_code: int, insn: Insn, frame: list[int]
-    ) -> tuple[int, int] | None | bool:
+    ) -> tuple[int, int] | bool | None:
         """None: emulated, the guest continues after it; a tuple: bounced; False: not ours."""
         regs = runner.vcpu.run.regs
         kind = insn.kind
@@ -181,7 +181,7 @@ class TrapHandler:
 
     def _soft_interrupt(
         self, runner: VcpuRunner, state: PvVcpu, insn: Insn, frame: list[int]
-    ) -> tuple[int, int] | None | bool:
+    ) -> tuple[int, int] | bool | None:
         """``int $n``: delivered if the trap table's DPL allows it from here, else #GP(n<<3|2)."""
         if insn.kind == "into":
             return False  # invalid in 64-bit mode: the #UD stands
