@@ -74,6 +74,8 @@ class DomainSummary:
     crash_reason: str | None = None
     as_of: float = 0.0
     sampled_s: float | None = None
+    #: The guest ABI: "pvtui" (our own) or "xen" (a Xen PV kernel).
+    personality: str = "pvtui"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DomainSummary:

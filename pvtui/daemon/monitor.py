@@ -104,7 +104,7 @@ class Monitor:
                 self.domain.destroy()
 
     def _build(self) -> Domain:
-        domain = Domain(self.config, self.spec.kernel)
+        domain = Domain(self.config, self.spec.kernel, domid=self.spec.domid)
         domain.listeners.append(lambda event: self.loop.call_soon_threadsafe(self._on_domain_event, event))
         domain.console.followers.append(
             lambda data: self.loop.call_soon_threadsafe(self._on_console, data, domain.console.total_bytes)

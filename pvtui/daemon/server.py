@@ -120,6 +120,7 @@ class DomainRecord:
             "definition": self.spec.definition,
             "restarts": stats.get("restarts", 0),
             "crash_reason": self.crash_reason or stats.get("crash_reason"),
+            "personality": stats.get("personality", "pvtui"),
             # pvd's clock when this was put together: a client holding two
             # summaries (an event in flight, a reply) keeps the newer one.
             "as_of": time.monotonic(),

@@ -99,6 +99,8 @@ class DomainStats:
     #: ``time.monotonic()`` when these figures were read: rates are taken
     #: between two samples' own times, never the time a reader received them.
     sampled_s: float = 0.0
+    #: The guest ABI the kernel speaks: "pvtui" (docs/abi.md) or "xen" (Xen PV, docs/xen-abi.md).
+    personality: str = "pvtui"
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form (the daemon's wire format)."""
@@ -111,8 +113,10 @@ class DomainStats:
 class Domain:
     """Build with the constructor, then :meth:`start`; end with :meth:`destroy`."""
 
-    def __init__(self, config: DomainConfig, kernel_path: str, kvm: Kvm | None = None) -> None:
+    def __init__(self, config: DomainConfig, kernel_path: str, kvm: Kvm | None = None, domid: int = 0) -> None:
         self.created_ns = time.monotonic_ns()
+        #: The id pvd gave the domain (0 when run alone); Xen PV guests can ask for it.
+        self.domid = domid
         ensure_kick_handler()
         self.config = config
         self.name = config.name
@@ -625,6 +629,7 @@ class Domain:
             self.shutdown_reason.name if self.shutdown_reason is not None else None,
             self.crash_reason,
             sampled_s=time.monotonic(),
+            personality=self.personality,
         )
 
 

@@ -581,19 +581,58 @@ class XenHypercalls:
             return _neg(x.EOPNOTSUPP)  # FIFO event channels: only the 2-level ABI is offered
         if cmd == x.EVTCHNOP_expand_array:
             return _neg(x.EOPNOTSUPP)
-        if cmd == x.EVTCHNOP_alloc_unbound or cmd == x.EVTCHNOP_bind_ipi or cmd == x.EVTCHNOP_bind_virq:
-            size = {x.EVTCHNOP_alloc_unbound: 8, x.EVTCHNOP_bind_ipi: 4, x.EVTCHNOP_bind_virq: 8}[cmd]
-            raw = self._read(runner, arg, size)
+        # Where each op's IN fields end and its OUT port sits (public/event_channel.h).
+        port_at = {x.EVTCHNOP_alloc_unbound: 4, x.EVTCHNOP_bind_ipi: 4, x.EVTCHNOP_bind_virq: 8}
+        if cmd in port_at:
+            raw = self._read(runner, arg, port_at[cmd])
             if raw is None:
                 return _neg(x.EFAULT)
+            if cmd == x.EVTCHNOP_alloc_unbound:
+                dom, remote = struct.unpack("<HH", raw)
+                if dom not in (x.DOMID_SELF, self.domain.domid):
+                    return _neg(x.EPERM)
+                if remote not in (x.DOMID_SELF, self.domain.domid):
+                    return _neg(x.ESRCH)  # no other domain to talk to on this engine
+                binding: tuple[str, int] = ("unbound", self.domain.domid)
+            elif cmd == x.EVTCHNOP_bind_ipi:
+                (vcpu,) = struct.unpack("<I", raw)
+                if vcpu >= self.domain.max_vcpus:
+                    return _neg(x.ENOENT)
+                binding = ("ipi", vcpu)
+            else:
+                virq, vcpu = struct.unpack("<II", raw)
+                if vcpu >= self.domain.max_vcpus or virq >= 24:
+                    return _neg(x.EINVAL if virq >= 24 else x.ENOENT)
+                if any(kind == f"virq{virq}" for kind, _ in guest.ports.values()):
+                    return _neg(x.EEXIST)
+                binding = (f"virq{virq}", vcpu)
             port = next((p for p in range(1, x.EVTCHN_2L_NR_CHANNELS) if p not in guest.ports), None)
             if port is None:
                 return _neg(x.ENOSPC)
-            target = struct.unpack_from("<I", raw, 0 if cmd == x.EVTCHNOP_bind_ipi else 4)[0]
-            if cmd != x.EVTCHNOP_alloc_unbound and target >= self.domain.max_vcpus:
-                return _neg(x.ENOENT)
-            guest.ports[port] = ("ipi" if cmd != x.EVTCHNOP_alloc_unbound else "unbound", target if cmd else 0)
-            return 0 if self._write(runner, arg + size, struct.pack("<I", port)) else _neg(x.EFAULT)
+            if not self._write(runner, arg + port_at[cmd], struct.pack("<I", port)):
+                return _neg(x.EFAULT)
+            guest.ports[port] = binding
+            return 0
+        if cmd == x.EVTCHNOP_status:
+            raw = self._read(runner, arg, 8)
+            if raw is None:
+                return _neg(x.EFAULT)
+            dom, port = struct.unpack("<HxxI", raw)
+            if dom not in (x.DOMID_SELF, self.domain.domid):
+                return _neg(x.ESRCH)
+            if port >= x.EVTCHN_2L_NR_CHANNELS:
+                return _neg(x.EINVAL)
+            kind, target = guest.ports.get(port, ("closed", 0))
+            if kind == "unbound":
+                status, vcpu, detail = 1, 0, target
+            elif kind == "ipi":
+                status, vcpu, detail = 5, target, 0
+            elif kind.startswith("virq"):
+                status, vcpu, detail = 4, target, int(kind[4:])
+            else:
+                status, vcpu, detail = 0, 0, 0
+            ok = self._write(runner, arg + 8, struct.pack("<IIQ", status, vcpu, detail))
+            return 0 if ok else _neg(x.EFAULT)
         if cmd in (x.EVTCHNOP_send, x.EVTCHNOP_close, x.EVTCHNOP_unmask):
             raw = self._read(runner, arg, 4)
             if raw is None:

@@ -301,30 +301,54 @@ class TrapHandler:
     ) -> None:
         """Write Xen's frame (SS RSP RFLAGS CS RIP [error] R11 RCX) and point ``frame`` at ``handler``."""
         guest, regs = self.guest, runner.vcpu.run.regs
-        rip, cs, rflags, rsp, _ss = frame
-        cs = x.FLAT_RING3_CS64
-        if state.kernel_mode:
-            cs &= ~3  # "indicate kernel context to guest", as Xen does
-            stack = rsp
-        else:
+        rip, _cs, rflags, rsp, ss = frame
+        kernel = state.kernel_mode
+        if not kernel:
             self.domain.hypercalls.toggle_mode(runner, state)
-            stack = state.kernel_sp
         saved_mask = guest.upcall_mask(runner.id)
         if mask_events:
             guest.set_upcall_mask(runner.id, True)
-        shown_flags = (rflags & ~(x.RFLAGS_IF | x.RFLAGS_IOPL)) | (0 if saved_mask else x.RFLAGS_IF)
-        if guest.vm_assist & (1 << x.VMASST_TYPE_architectural_iopl):
-            shown_flags |= state.iopl << 12
-        words = [regs.rcx, regs.r11]
-        if error_code is not None:
-            words.append(error_code)
-        words += [rip, cs | (saved_mask << 32), shown_flags, rsp, _ss]
-        new_rsp = ((stack & ~0xF) - 8 * len(words)) & _U64
-        if not guest.write_virt(state, new_rsp, struct.pack(f"<{len(words)}Q", *words)):
-            raise GuestCrash(f"cannot write a bounce frame to the guest stack at {stack:#x}")
+        iopl = state.iopl if guest.vm_assist & (1 << x.VMASST_TYPE_architectural_iopl) else None
+        new_rsp, blob = bounce_frame(
+            kernel, rsp if kernel else state.kernel_sp, regs.rcx, regs.r11, error_code, rip, rflags, rsp, ss,
+            saved_mask, iopl,
+        )  # fmt: skip
+        if not guest.write_virt(state, new_rsp, blob):
+            raise GuestCrash(f"cannot write a bounce frame to the guest stack at {new_rsp:#x}")
         frame[0] = handler
         frame[2] = rflags & ~(x.RFLAGS_AC | x.RFLAGS_VM | x.RFLAGS_RF | x.RFLAGS_NT | x.RFLAGS_TF)
         frame[3] = new_rsp
+
+
+def bounce_frame(
+    kernel_mode: bool,
+    stack: int,
+    rcx: int,
+    r11: int,
+    error_code: int | None,
+    rip: int,
+    rflags: int,
+    rsp: int,
+    ss: int,
+    saved_mask: int,
+    iopl: int | None,
+) -> tuple[int, bytes]:
+    """Xen's bounce frame (x86-64 ``create_bounce_frame``), lowest address first:
+    RCX, R11, [error code], RIP, CS (saved upcall mask in bits 32+), RFLAGS, RSP, SS,
+    below ``stack`` aligned down to 16. Returns (the frame's address, its bytes).
+
+    CS shows RPL 0 when the guest was in kernel mode ("indicate kernel context
+    to guest"); RFLAGS.IF shows the virtual IF (not the upcall mask), and IOPL
+    the virtual IOPL once the guest enabled architectural IOPL.
+    """
+    cs = x.FLAT_RING3_CS64 & ~3 if kernel_mode else x.FLAT_RING3_CS64
+    shown = (rflags & ~(x.RFLAGS_IF | x.RFLAGS_IOPL)) | (0 if saved_mask else x.RFLAGS_IF)
+    if iopl is not None:
+        shown |= iopl << 12
+    words = [rcx, r11] + ([error_code] if error_code is not None else [])
+    words += [rip, cs | (saved_mask << 32), shown, rsp, ss]
+    address = ((stack & ~0xF) - 8 * len(words)) & _U64
+    return address, struct.pack(f"<{len(words)}Q", *(w & _U64 for w in words))
 
 
 def _get_gpr(regs: object, frame: list[int], gpr: int) -> int:

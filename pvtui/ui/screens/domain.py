@@ -247,8 +247,9 @@ class DomainScreen(Screen[None]):
     def _show_info(self, info: dict[str, Any]) -> None:
         self.last_info = info
         stats = info.get("stats") or {}
+        abi = "Xen PV" if info.get("personality") == "xen" else "pvtui ABI"
         flags = (
-            f"{info['state']}  domid {info['domid']}  up {duration(info['uptime_s'])}  "
+            f"{info['state']}  {abi}  domid {info['domid']}  up {duration(info['uptime_s'])}  "
             f"weight {info['weight']} cap {info['cap']}  guest CPU {measured(info.get('cpu_percent'), 0)}%  "
             f"engine {_engine_percent(info.get('engine_cpu_percent'))}"
         )
