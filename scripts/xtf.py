@@ -68,7 +68,7 @@ def discover(build: Path, names: list[str] | None = None) -> list[XtfTest]:
     for info_path in sorted(build.glob("tests/*/info.json")):
         info = json.loads(info_path.read_text())
         name = info["name"]
-        if names and name not in names or "pv64" not in info.get("environments", []):
+        if (names and name not in names) or "pv64" not in info.get("environments", []):
             continue
         kernel = info_path.parent / f"test-pv64-{name}"
         if not kernel.is_file():

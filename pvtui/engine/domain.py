@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 
 from pvtui.engine import abi, layout
 from pvtui.engine.abi import ShutdownReason
-from pvtui.engine.xen import abi as xen_abi
 from pvtui.engine.accounting import HypercallAccounting
 from pvtui.engine.clock import sample_time_info
 from pvtui.engine.console import ConsoleBuffer
@@ -32,6 +31,7 @@ from pvtui.engine.kvm.system import KVM_DEVICE
 from pvtui.engine.memory import GuestMemory
 from pvtui.engine.states import DomainState, valid_transition
 from pvtui.engine.vcpu import VcpuRunner, ensure_kick_handler
+from pvtui.engine.xen import abi as xen_abi
 from pvtui.engine.xen.guest import XenGuest
 from pvtui.engine.xen.hypercalls import XenHypercalls, bind_trap_exit, xen_op_name
 from pvtui.engine.xen.notes import kernel_xen_notes

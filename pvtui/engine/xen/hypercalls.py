@@ -139,7 +139,13 @@ class XenHypercalls:
     ) -> None:
         """A bounced trap as its own record: (vector, error code, handler, faulting rip)."""
         if not op:
-            op = SYSCALL_RECORD_OP if vector == 0x100 else EVENT_RECORD_OP if vector == 0x200 else TRAP_RECORD_OP + vector
+            op = (
+                SYSCALL_RECORD_OP
+                if vector == 0x100
+                else EVENT_RECORD_OP
+                if vector == 0x200
+                else TRAP_RECORD_OP + vector
+            )
         self.accounting.record(
             runner.counter, runner.id, op, vector, error_code, handler, rip, 0, 0, start, time.monotonic_ns() - start
         )
@@ -370,9 +376,11 @@ class XenHypercalls:
         from pvtui.engine.xen.guest import canonical
 
         state = self._state(runner)
-        if not canonical(va) or (va >> 39) & 511 == m.PRIVATE_L4_SLOT or (va >= 0xFFFF_8000_0000_0000 and (
-            (va >> 39) & 511
-        ) < 272):
+        if (
+            not canonical(va)
+            or (va >> 39) & 511 == m.PRIVATE_L4_SLOT
+            or (va >= 0xFFFF_8000_0000_0000 and ((va >> 39) & 511) < 272)
+        ):
             return _neg(x.EINVAL)
         if flags & ~(x.UVMF_FLUSHTYPE_MASK | (1 << 2)) and flags & x.UVMF_FLUSHTYPE_MASK == 3:
             return _neg(x.EINVAL)
