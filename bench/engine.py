@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 import re
 import subprocess
+import threading
 import time
 
-from _common import build_c, p50, parse_fields, report
+from _common import BENCH_DIR, BUILD, REPO, build_c, p50, parse_fields, report
 
 from pvtui.domain.loader import parse_domain_text
 from pvtui.engine.domain import Domain
@@ -139,6 +140,78 @@ def balloon_release() -> tuple[float, float]:
         domain.destroy()
 
 
+XEN_TRAPS = 2000
+
+
+def xen_trap_bounce_us() -> tuple[float, float]:
+    """(p50 µs of a #UD bounced to its handler and back via iret, p50 µs of a Xen no-op hypercall),
+    both timed in the guest with rdtsc (bench/xen_bench.S)."""
+    BUILD.mkdir(exist_ok=True)
+    kernel = BUILD / "xen_bench"
+    subprocess.run(
+        ["gcc", "-nostdlib", "-static", "-no-pie", "-Wl,-Ttext-segment=0x100000", "-Wl,--build-id=none",
+         "-o", str(kernel), str(BENCH_DIR / "xen_bench.S")],
+        check=True,
+    )  # fmt: skip
+    symbols = {
+        parts[2]: int(parts[0], 16)
+        for parts in (line.split() for line in subprocess.check_output(["nm", str(kernel)], text=True).splitlines())
+        if len(parts) == 3
+    }
+    domain = Domain(parse_domain_text("name: xen-bench\nmemory: 32M\n"), str(kernel))
+    domain.start()
+    try:
+        if not domain.wait(60):
+            raise RuntimeError("the Xen bench kernel did not finish")
+        khz = domain.vcpu_tsc_khz()
+        traps = domain.memory.read(symbols["trap_cycles"], XEN_TRAPS * 8) or b""
+        calls = domain.memory.read(symbols["call_cycles"], XEN_TRAPS * 8) or b""
+    finally:
+        domain.destroy()
+    to_us = lambda raw: [c / khz * 1000 for c in memoryview(raw).cast("Q")[100:]]  # noqa: E731 (warm-up dropped)
+    return p50(to_us(traps)), p50(to_us(calls))
+
+
+def xtf_example_ms(samples: int) -> float | None:
+    """From the start of domain creation in the VMM to the ``Test result:`` line of test-pv64-example
+    (the interpreter and its imports are already up). None when XTF's source is not here."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("pvtui_xtf_script", REPO / "scripts" / "xtf.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = script
+    spec.loader.exec_module(script)
+    source = script.default_source()
+    if not (source / "Makefile").is_file():
+        return None
+    build = script.build_suite(source, BUILD / "xtf", ["example"])
+    kernel = str(build / "tests" / "example" / "test-pv64-example")
+    config = parse_domain_text("name: xtf-example\nmemory: 64M\n")
+    times = []
+    for _ in range(samples):
+        seen = threading.Event()
+        start = time.perf_counter()
+        domain = Domain(config, kernel)
+        stamp: list[float] = []
+
+        def follow(data: bytes, domain: Domain = domain, stamp: list[float] = stamp, seen=seen) -> None:
+            if not stamp and b"Test result:" in domain.console.contents():
+                stamp.append(time.perf_counter())
+                seen.set()
+
+        domain.console.followers.append(follow)
+        domain.start()
+        seen.wait(10)
+        domain.wait(10)
+        domain.destroy()
+        if not stamp:
+            raise RuntimeError("test-pv64-example printed no result")
+        times.append((stamp[0] - start) * 1000)
+    return p50(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -149,6 +222,7 @@ def main() -> None:
     c_vmm = str(build_c("c_vmm"))
     hc_python, hc_c = hypercall_us(c_vmm, rounds, 5000)
     release_gib_s, release_ms = balloon_release()
+    trap_us, xen_call_us = xen_trap_bounce_us()
     rows = [
         ("guest_native_cpu_ratio", cpu_ratio(native, rounds, 300_000_000), "x", ">= 0.97"),
         ("guest_native_mem_ratio", mem_ratio(native, rounds), "x", ">= 0.90"),
@@ -159,6 +233,10 @@ def main() -> None:
         ("multicall_speedup", multicall_speedup(rounds, 6400), "x", ">= 15"),
         ("balloon_request_to_rss_ms", release_ms, "ms", "(engine request to RSS -1 GiB)"),
         ("balloon_hypercalls_gib_s", release_gib_s, "GiB/s", "(1 GiB / the releasing hypercalls' time)"),
+        ("trap_bounce_us_p50", trap_us, "us", "(#UD to the guest handler and back via iret)"),
+        ("trap_bounce_hypercall_ratio", trap_us / hc_python, "x", "<= 2.2 (to hypercall_us_p50)"),
+        ("xen_hypercall_us_p50", xen_call_us, "us", "(Xen guest's xen_version, same rdtsc timing)"),
+        ("xtf_example_ms_p50", xtf_example_ms(5 if args.quick else 20), "ms", "<= 25 (creation to Test result)"),
     ]
     report("pvtui engine benchmarks", rows, args.json)
 

@@ -259,7 +259,7 @@ def test_bounce_frame_is_xens_layout():
     assert at == 0x7000 - 64 and at % 16 == 0
     assert words == (0x11, 0x22, 0xD, 0x1234, 0xE030, 0x246, 0x7008, 0xE02B), "kernel mode shows CS RPL 0"
     at, blob = bounce_frame(False, 0x9000, 1, 2, None, 0x400000, 0x202, 0x5000, 0xE02B, 1, 2)
-    rcx, r11, rip, cs, rflags, rsp, ss = struct.unpack("<7Q", blob)
+    _rcx, _r11, _rip, cs, rflags, _rsp, _ss = struct.unpack("<7Q", blob)
     assert at == 0x9000 - 56 and cs == 0xE033 | (1 << 32), "user mode: RPL 3, saved mask in bits 32+"
     assert not rflags & x.RFLAGS_IF and (rflags >> 12) & 3 == 2, "IF shows the mask, IOPL the virtual IOPL"
 

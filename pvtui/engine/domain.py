@@ -243,6 +243,10 @@ class Domain:
         self._publish_clock(runner)
         return runner
 
+    def vcpu_tsc_khz(self) -> int:
+        """The guest TSC's frequency (kHz), to turn cycles a guest measured into time."""
+        return self._tsc_khz
+
     def stack_top(self, vcpu_id: int) -> int:
         return self.stack_base + (vcpu_id + 1) * layout.VCPU_STACK_SIZE
 

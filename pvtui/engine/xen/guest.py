@@ -64,6 +64,8 @@ class XenGuest:
         self.domain = domain
         self.notes = notes
         self.memory = domain.memory
+        #: The boot RAM slot (it starts at 0): the fast path of every guest access.
+        self._ram = domain.memory.slots[0].view
         self.nr_pages = domain.config.memory // PAGE
         self.vm_assist = 0
         self._lock = threading.RLock()
@@ -88,6 +90,9 @@ class XenGuest:
         self.vcpus: dict[int, PvVcpu] = {}
         #: 2-level event channels: port -> (kind, vcpu) for ports in use
         self.ports: dict[int, tuple[str, int]] = {}
+        #: (cr3, virtual page) -> (guest-physical page, writable): the walks the guest's
+        #: tables gave, dropped whenever a table or cr3 changes (flush_mappings).
+        self._tlb: dict[tuple[int, int], tuple[int, bool]] = {}
         self.grant_frames = 0
         self.grant_version = 1
 
@@ -198,16 +203,30 @@ class XenGuest:
     def current_cr3(self, state: PvVcpu) -> int:
         return state.kernel_cr3 if state.kernel_mode or not state.user_cr3 else state.user_cr3
 
+    def translate(self, cr3: int, va: int, write: bool) -> int | None:
+        """Guest-physical address of ``va`` for a guest-kernel access, cached per page."""
+        key = (cr3, va >> 12)
+        hit = self._tlb.get(key)
+        if hit is not None and (hit[1] or not write):
+            return hit[0] | (va & 0xFFF)
+        gpa, fault = self.walk(cr3, va & ~0xFFF, write=write)
+        if fault:
+            return None
+        writable = write or not self.walk(cr3, va & ~0xFFF, write=True)[1]
+        self._tlb[key] = (gpa, writable)
+        return gpa | (va & 0xFFF)
+
     def read_virt(self, state: PvVcpu, va: int, length: int) -> bytes | None:
         """Bytes at guest-virtual ``va`` as the guest kernel sees them, or None if any page is unmapped."""
-        out = bytearray()
         cr3 = self.current_cr3(state)
+        if (va & 0xFFF) + length <= PAGE:  # the common case: one page
+            gpa = self.translate(cr3, va, False)
+            return None if gpa is None else self.phys_read(gpa, length)
+        out = bytearray()
         while length > 0:
-            gpa, fault = self.walk(cr3, va)
-            if fault:
-                return None
+            gpa = self.translate(cr3, va, False)
             chunk = min(length, PAGE - (va & 0xFFF))
-            data = self.phys_read(gpa, chunk)
+            data = None if gpa is None else self.phys_read(gpa, chunk)
             if data is None:
                 return None
             out += data
@@ -218,8 +237,8 @@ class XenGuest:
         cr3 = self.current_cr3(state)
         at = 0
         while at < len(data):
-            gpa, fault = self.walk(cr3, va + at, write=True)
-            if fault:
+            gpa = self.translate(cr3, va + at, True)
+            if gpa is None:
                 return False
             chunk = min(len(data) - at, PAGE - ((va + at) & 0xFFF))
             if not self.phys_write(gpa, data[at : at + chunk]):
@@ -237,6 +256,7 @@ class XenGuest:
         hypercalls, so no other vCPU is inside KVM_RUN on a vanishing slot.
         """
         with self._lock:
+            self._tlb.clear()
             vm = self.domain.vm
             for slot in self.memory.slots:
                 vm.set_memory_region(slot.index, slot.gpa, 0, slot.host_addr)
