@@ -45,6 +45,7 @@ _SIZEOF_KVM_REGS = 144
 _SIZEOF_KVM_SREGS = 312
 _SIZEOF_KVM_CPUID2 = 8  # header only; entries follow (flexible array)
 _SIZEOF_KVM_MSRS = 8  # header only; entries follow (flexible array)
+_SIZEOF_KVM_DEBUGREGS = 128
 
 # System ioctls (on the /dev/kvm fd)
 KVM_GET_API_VERSION = _io(0x00)
@@ -68,6 +69,8 @@ KVM_GET_MSRS = _iowr(0x88, _SIZEOF_KVM_MSRS)
 KVM_SET_MSRS = _iow(0x89, _SIZEOF_KVM_MSRS)
 KVM_SET_CPUID2 = _iow(0x90, _SIZEOF_KVM_CPUID2)
 KVM_GET_TSC_KHZ = _io(0xA3)
+KVM_GET_DEBUGREGS = _ior(0xA1, _SIZEOF_KVM_DEBUGREGS)
+KVM_SET_DEBUGREGS = _iow(0xA2, _SIZEOF_KVM_DEBUGREGS)
 
 KVM_API_VERSION = 12
 

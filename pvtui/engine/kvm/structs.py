@@ -87,6 +87,10 @@ class KvmSregs(ctypes.Structure):
     ]
 
 
+class KvmDebugregs(ctypes.Structure):
+    _fields_ = [("db", u64 * 4), ("dr6", u64), ("dr7", u64), ("flags", u64), ("reserved", u64 * 9)]
+
+
 class KvmUserspaceMemoryRegion(ctypes.Structure):
     _fields_ = [
         ("slot", u32),

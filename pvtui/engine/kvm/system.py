@@ -10,6 +10,7 @@ import os
 
 from pvtui.engine.kvm import ioctl as k
 from pvtui.engine.kvm.structs import (
+    KvmDebugregs,
     KvmRegs,
     KvmRun,
     KvmSregs,
@@ -157,6 +158,14 @@ class Vcpu:
         msrs = kvm_msrs([MSR_IA32_TSC])
         fcntl.ioctl(self.fd, k.KVM_GET_MSRS, msrs)
         return int(msrs.entries[0].data)
+
+    def get_debugregs(self) -> KvmDebugregs:
+        regs = KvmDebugregs()
+        fcntl.ioctl(self.fd, k.KVM_GET_DEBUGREGS, regs)
+        return regs
+
+    def set_debugregs(self, regs: KvmDebugregs) -> None:
+        fcntl.ioctl(self.fd, k.KVM_SET_DEBUGREGS, regs)
 
     def set_msrs(self, msrs: ctypes.Structure) -> None:
         """Write MSRs (a ``kvm_msrs`` from :func:`kvm_msrs`); KVM refusing any entry is an error."""

@@ -271,6 +271,11 @@ RFLAGS_RF, RFLAGS_VM, RFLAGS_AC, RFLAGS_ID = 1 << 16, 1 << 17, 1 << 18, 1 << 21
 #: RFLAGS bits a guest may set through iret (Xen masks the rest).
 RFLAGS_GUEST_MASK = 0x3F7FD7
 
+CR4_DE, CR4_TSD = 1 << 3, 1 << 2
+#: CR4 as a 64-bit PV guest finds it (PAE, OSFXSR, OSXMMEXCPT); it may toggle only these bits.
+GUEST_CR4 = 0x620
+CR4_GUEST_WRITABLE = CR4_DE | CR4_TSD
+
 # Page-table entry bits.
 PTE_P, PTE_RW, PTE_US, PTE_PWT, PTE_PCD, PTE_A, PTE_D, PTE_PSE, PTE_G = 1, 2, 4, 8, 16, 32, 64, 128, 256
 PTE_NX = 1 << 63

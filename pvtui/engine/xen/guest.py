@@ -50,6 +50,7 @@ class PvVcpu:
     callbacks: dict[int, tuple[int, int]] = field(default_factory=dict)
     iopl: int = 0  # virtual IOPL, 0-3
     cr2: int = 0
+    cr4: int = x.GUEST_CR4
     kernel_cr3: int = 0
     user_cr3: int = 0
     debugreg: list[int] = field(default_factory=lambda: [0, 0, 0, 0, 0, 0, 0xFFFF0FF0, 0x400])
@@ -293,6 +294,52 @@ class XenGuest:
         if value & x.PTE_PSE:
             return None
         return value | x.PTE_US
+
+    def validate_tables(self, table_gpa: int, level: int) -> None:
+        """Xen's page-table validation, as far as a 64-bit PV guest sees it: every present
+        entry of the table at ``table_gpa`` (``level`` 4..1) and of the tables below it gets
+        the user bit (the guest kernel runs in ring 3). Frames outside the guest's RAM are
+        left alone."""
+        seen: set[int] = set()
+        work = [(table_gpa & x.PTE_ADDR_MASK, level)]
+        while work:
+            table, depth = work.pop()
+            if table in seen or not 0 <= table >> 12 < self.nr_pages:
+                continue
+            seen.add(table)
+            entries = list(struct.unpack("<512Q", self._ram[table : table + PAGE]))
+            changed = False
+            for index, entry in enumerate(entries):
+                if not entry & x.PTE_P or (depth == 4 and index == m.PRIVATE_L4_SLOT):
+                    continue
+                if not entry & x.PTE_US:
+                    entries[index] = entry | x.PTE_US
+                    changed = True
+                if depth > 1 and not (depth in (2, 3) and entry & x.PTE_PSE):
+                    work.append((entry & x.PTE_ADDR_MASK, depth - 1))
+            if changed:
+                self._ram[table : table + PAGE] = struct.pack("<512Q", *entries)
+
+    def table_level(self, cr3: int, table_gpa: int) -> int | None:
+        """The level (4..1) ``table_gpa``'s page has in the tables under ``cr3``, if it is one of them."""
+        frame = table_gpa & x.PTE_ADDR_MASK
+        level_tables = [cr3 & x.PTE_ADDR_MASK]
+        for level in (4, 3, 2, 1):
+            if frame in level_tables:
+                return level
+            if level == 1:
+                return None
+            below = []
+            for table in level_tables:
+                if not 0 <= table >> 12 < self.nr_pages:
+                    continue
+                for index, entry in enumerate(struct.unpack("<512Q", self._ram[table : table + PAGE])):
+                    large = level in (2, 3) and entry & x.PTE_PSE
+                    private = level == 4 and index == m.PRIVATE_L4_SLOT
+                    if entry & x.PTE_P and not large and not private:
+                        below.append(entry & x.PTE_ADDR_MASK)
+            level_tables = below
+        return None
 
     def install_l4_private(self, l4_gpa: int) -> bool:
         """Give a guest L4 the private area's entry (as Xen copies its slots into every L4)."""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from pvtui.engine.abi import ShutdownReason
 from pvtui.engine.kvm import ioctl as k
 from pvtui.engine.xen import abi as x
+from pvtui.engine.xen import machine as m
 from pvtui.engine.xen.traps import TRAP_RECORD_OP, TrapHandler, exception_name
 
 if TYPE_CHECKING:
@@ -372,7 +373,6 @@ class XenHypercalls:
     # --- memory ---------------------------------------------------------------------------------------
     def update_va_mapping(self, runner: VcpuRunner, va: int, value: int, flags: int, _a4: int, _a5: int) -> int:
         """Write the L1 entry for ``va`` in the current page tables (Xen forces the user bit)."""
-        from pvtui.engine.xen import machine as m
         from pvtui.engine.xen.guest import canonical
 
         state = self._state(runner)
@@ -411,7 +411,12 @@ class XenHypercalls:
             pte = self.guest.guest_pte(value)
             if pte is None or not 0 <= address >> 12 < self.guest.nr_pages:
                 return _neg(x.EINVAL)
+            level = self.guest.table_level(self.guest.current_cr3(self._state(runner)), address)
+            if level == 4 and (address & 0xFFF) // 8 == m.PRIVATE_L4_SLOT:
+                return _neg(x.EPERM)  # the engine's own slot
             self.guest.memory.write(address, struct.pack("<Q", pte))
+            if level is not None and level > 1 and pte & x.PTE_P and not pte & x.PTE_PSE:
+                self.guest.validate_tables(pte, level - 1)  # as Xen validates a table it links in
             applied += 1
         if applied:
             self.guest.flush_mappings()
@@ -456,6 +461,8 @@ class XenHypercalls:
             return _neg(x.EINVAL)
         if mfn and not self.guest.install_l4_private(mfn << 12):
             return _neg(x.EINVAL)
+        if mfn:
+            self.guest.validate_tables(mfn << 12, 4)
         before = self.guest.current_cr3(state)
         if user:
             state.user_cr3 = mfn << 12
@@ -498,8 +505,6 @@ class XenHypercalls:
     def grant_table_op(self, runner: VcpuRunner, cmd: int, arg: int, count: int, _a4: int, _a5: int) -> int:
         """The domain's own grant table (setup, size, version). Granting to another domain
         has no one to grant to on a single-host engine, so map/unmap/copy are ENOSYS."""
-        from pvtui.engine.xen import machine as m
-
         guest = self.guest
         if cmd == x.GNTTABOP_setup_table:
             raw = self._read(runner, arg, 24)
@@ -536,8 +541,10 @@ class XenHypercalls:
             return 0 if self._write(runner, arg, struct.pack("<I", guest.grant_version)) else _neg(x.EFAULT)
         return _neg(x.ENOSYS)
 
-    def set_debugreg_value(self, state: PvVcpu, reg: int, value: int) -> bool:
-        """Xen's set_debugreg: DR0-3 canonical guest addresses, DR6/DR7 with fixed bits."""
+    def set_debugreg_value(self, runner: VcpuRunner, state: PvVcpu, reg: int, value: int) -> bool:
+        """Xen's set_debugreg: DR0-3 canonical guest addresses, DR6/DR7 with their fixed bits,
+        I/O breakpoints only with the guest's CR4.DE. Data and instruction breakpoints are
+        programmed into the vCPU (KVM_SET_DEBUGREGS); I/O ones are kept, not armed."""
         from pvtui.engine.xen.guest import canonical
 
         if reg in (4, 5):
@@ -550,14 +557,29 @@ class XenHypercalls:
         elif reg == 7:
             if value >> 32:
                 return False
+            for slot in range(4):
+                if (value >> (16 + 4 * slot)) & 3 == 2 and not state.cr4 & x.CR4_DE:
+                    return False
             value = (value & ~0x2000 & 0xFFFFFFFF) | 0x400
         else:
             return False
         state.debugreg[reg] = value
+        self._arm_debugregs(runner, state)
         return True
 
+    def _arm_debugregs(self, runner: VcpuRunner, state: PvVcpu) -> None:
+        hardware = runner.vcpu.get_debugregs()
+        for slot in range(4):
+            hardware.db[slot] = state.debugreg[slot]
+        dr7 = state.debugreg[7]
+        for slot in range(4):  # I/O breakpoints are not armed: clear their enables
+            if (dr7 >> (16 + 4 * slot)) & 3 == 2:
+                dr7 &= ~(3 << (2 * slot))
+        hardware.dr6, hardware.dr7 = state.debugreg[6], dr7
+        runner.vcpu.set_debugregs(hardware)
+
     def set_debugreg(self, runner: VcpuRunner, reg: int, value: int, _a3: int, _a4: int, _a5: int) -> int:
-        return 0 if self.set_debugreg_value(self._state(runner), reg, value) else _neg(x.EINVAL)
+        return 0 if self.set_debugreg_value(runner, self._state(runner), reg, value) else _neg(x.EINVAL)
 
     def get_debugreg(self, runner: VcpuRunner, reg: int, _a2: int, _a3: int, _a4: int, _a5: int) -> int:
         state = self._state(runner)

@@ -21,6 +21,7 @@ from pvtui.engine.kvm import ioctl as k
 from pvtui.engine.xen import abi as x
 from pvtui.engine.xen import machine as m
 from pvtui.engine.xen.decode import GPR_NAMES, Insn, decode
+from pvtui.engine.xen.guest import canonical
 
 if TYPE_CHECKING:
     from pvtui.engine.vcpu import VcpuRunner
@@ -35,6 +36,8 @@ _EXCEPTION_NAMES = {
     11: "#NP", 12: "#SS", 13: "#GP", 14: "#PF", 16: "#MF", 17: "#AC", 18: "#MC", 19: "#XM", 20: "#VE", 21: "#CP",
 }  # fmt: skip
 _FATAL = {x.X86_EXC_DF, 2, 18}
+MSR_DEBUGCTL = 0x1D9
+MSR_PLATFORM_INFO, MSR_MISC_FEATURES_ENABLES = 0xCE, 0x140
 MSR_EFER, MSR_FS_BASE, MSR_GS_BASE, MSR_SHADOW_GS_BASE, MSR_TSC = 0xC0000080, 0xC0000100, 0xC0000101, 0xC0000102, 0x10
 XEN_CPUID_BASE = 0x40000000
 XEN_CPUID_SIGNATURE = (0x566E6558, 0x65584D4D, 0x4D4D566E)  # "XenVMMXenVMM"
@@ -94,6 +97,11 @@ class TrapHandler:
         """Emulate, or bounce; returns (vector, error code) when a trap was bounced."""
         if vector in _FATAL:
             raise GuestCrash(f"{exception_name(vector)} at rip {frame[0]:#x}")
+        if vector == x.X86_EXC_DB:  # what hit is in the hardware DR6: the guest reads it with mov %dr6
+            hardware = runner.vcpu.get_debugregs()
+            state.debugreg[6] = (hardware.dr6 & 0xE00F) | 0xFFFF0FF0
+            hardware.dr6 = 0xFFFF0FF0
+            runner.vcpu.set_debugregs(hardware)
         if vector == x.X86_EXC_PF:
             cr2 = runner.vcpu.get_sregs().cr2
             if cr2 == m.SYSCALL_TRAP_VA and frame[0] == m.SYSCALL_TRAP_VA:
@@ -158,15 +166,18 @@ class TrapHandler:
                 return False
             _set_gpr(regs, frame, insn.gpr, value)
         elif kind == "mov_to_dr":
-            if not self.domain.hypercalls.set_debugreg_value(state, insn.cr, _get_gpr(regs, frame, insn.gpr)):
+            if not self.domain.hypercalls.set_debugreg_value(runner, state, insn.cr, _get_gpr(regs, frame, insn.gpr)):
                 return False
         elif kind == "rdmsr":
-            value = self._rdmsr(runner, regs.rcx & 0xFFFFFFFF)
+            value = self._rdmsr(runner, state, regs.rcx & 0xFFFFFFFF)
             if value is None:
                 return False
             regs.rax, regs.rdx = value & 0xFFFFFFFF, value >> 32
         elif kind == "wrmsr":
-            return False
+            if not self._wrmsr(
+                runner, state, regs.rcx & 0xFFFFFFFF, (regs.rdx & 0xFFFFFFFF) << 32 | regs.rax & 0xFFFFFFFF
+            ):
+                return False
         else:
             return False
         frame[0] = (frame[0] + insn.length) & _U64
@@ -201,7 +212,7 @@ class TrapHandler:
         if cr == 3:
             return self.guest.current_cr3(state)
         if cr == 4:
-            return 0x620
+            return state.cr4
         return None
 
     def _write_cr(self, runner: VcpuRunner, state: PvVcpu, cr: int, value: int) -> bool:
@@ -210,15 +221,29 @@ class TrapHandler:
             return True
         if cr == 3:
             return self.domain.hypercalls.new_baseptr(runner, state, value >> 12, user=False) == 0
+        if cr == 4 and not (value ^ state.cr4) & ~x.CR4_GUEST_WRITABLE:
+            state.cr4 = value
+            return True
         return False
 
     @staticmethod
     def _read_dr(state: PvVcpu, dr: int) -> int | None:
         if dr in (4, 5):
+            if state.cr4 & x.CR4_DE:
+                return None  # #UD on real hardware; a #GP here
             dr += 2  # aliases of DR6 and DR7 while CR4.DE is clear
         return state.debugreg[dr] if dr < 8 else None
 
-    def _rdmsr(self, runner: VcpuRunner, index: int) -> int | None:
+    def _wrmsr(self, runner: VcpuRunner, state: PvVcpu, index: int, value: int) -> bool:
+        """The MSRs a PV kernel may write (to their current value); anything else is #GP, as Xen.
+
+        CPUID faulting is not offered: PVM runs a CPL-3 ``cpuid`` without
+        faulting it even when KVM's MSR says so, so a user-mode ``cpuid``
+        could not be made to fault (tests/test_xen.py, docs/xen-abi.md).
+        """
+        return index in (MSR_DEBUGCTL, MSR_MISC_FEATURES_ENABLES) and value == 0
+
+    def _rdmsr(self, runner: VcpuRunner, state: PvVcpu, index: int) -> int | None:
         if index in (MSR_FS_BASE, MSR_GS_BASE):
             sregs = runner.vcpu.get_sregs()
             return int(sregs.fs.base if index == MSR_FS_BASE else sregs.gs.base)
@@ -226,6 +251,10 @@ class TrapHandler:
             return 0xD01  # SCE, LME, LMA, NXE as a 64-bit PV kernel sees them
         if index == MSR_TSC:
             return runner.vcpu.read_tsc()
+        if index == MSR_DEBUGCTL:
+            return 0  # no branch tracing offered, as Xen for a PV guest
+        if index in (MSR_PLATFORM_INFO, MSR_MISC_FEATURES_ENABLES):
+            return 0  # no CPUID faulting (see _wrmsr)
         return None
 
     def cpuid(self, leaf: int, sub: int) -> tuple[int, int, int, int]:
@@ -264,6 +293,10 @@ class TrapHandler:
         if result is None:
             raise GuestCrash("the guest stopped in a hypercall made with syscall")
         regs.rax = result & _U64
+        if not canonical(frame[0]):
+            # SYSRET to a non-canonical address would fault in the hypervisor (XSA-7):
+            # Xen delivers #GP(0) at that address to the guest instead.
+            return self.bounce(runner, state, x.X86_EXC_GP, 0, frame)
         return None
 
     # --- delivery ----------------------------------------------------------------------------
