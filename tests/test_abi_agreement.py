@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 import pytest
+from helpers import REPO, SOURCE_DIR
 
 from pvtui.engine import abi, layout
-from tests.conftest import REPO, SOURCE_DIR
 
 PROBE = r"""
 #include <stdio.h>

@@ -13,8 +13,7 @@ import time
 
 import psutil
 import pytest
-
-from tests.conftest import REPO, Engine
+from helpers import REPO, Engine
 
 MIB = 1 << 20
 
@@ -73,7 +72,7 @@ def test_pause_unpause_reboot_and_shutdown(engine: Engine):
 
 
 def test_shutdown_of_a_deaf_guest_destroys_after_timeout(engine: Engine, tmp_path):
-    from tests.test_engine import tiny_kernel
+    from helpers import tiny_kernel
 
     kernel = tiny_kernel(tmp_path, "for (;;) ;")
     engine.ok("create", engine.define("deaf", f"kernel: {kernel}\n"))

@@ -4,10 +4,10 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import REPO, run_pvtui
 
 from pvtui.domain.loader import DomainFileError, load_domain_file, parse_domain_text
 from pvtui.domain.schema import json_schema
-from tests.conftest import REPO, run_pvtui
 
 BAD_FILES = [
     ("name: a\nvcpu: 2\n", "2:1: unknown key 'vcpu'; did you mean 'vcpus'? allowed: name, vcpus, maxvcpus"),

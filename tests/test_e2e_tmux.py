@@ -11,8 +11,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-
-from tests.conftest import REPO, Engine
+from helpers import REPO, Engine
 
 
 @pytest.fixture(scope="module", autouse=True)

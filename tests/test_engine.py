@@ -6,11 +6,11 @@ import time
 
 import psutil
 import pytest
+from helpers import tiny_kernel
 
 from pvtui.engine.abi import Errno, ShutdownReason
 from pvtui.engine.domain import DomainError
 from pvtui.engine.states import DomainState
-from tests.conftest import build_custom_kernel
 
 MIB = 1 << 20
 BAD_ADDR = 0x7FFF00000000
@@ -83,24 +83,6 @@ def test_selftest_every_hypercall_and_error_path(boot):
     assert any(r.latency_ns >= 1_500_000 for r in block), "the timer block slept until its deadline"
     per_op = domain.accounting.per_op()
     assert per_op["console_io"] >= 55 and sum(domain.accounting.per_vcpu().values()) == sum(per_op.values())
-
-
-TINY = r"""
-#include "pv.h"
-__attribute__((force_align_arg_pointer, noreturn))
-void _start(struct pv_start_info *si, unsigned long vcpu)
-{
-    static const char hello[] = "hello from tiny\n";
-    pv_hypercall3(__HYPERVISOR_console_io, CONSOLEIO_write, sizeof hello - 1, (pv_u64)hello);
-    ACTION;
-    for (;;)
-        ;
-}
-"""
-
-
-def tiny_kernel(tmp_path, action: str) -> str:
-    return str(build_custom_kernel(tmp_path, TINY.replace("ACTION", action)))
 
 
 @pytest.mark.parametrize("reason", list(ShutdownReason))

@@ -9,9 +9,7 @@ import sys
 import time
 
 import pytest
-
-from tests.conftest import REPO, run_pvtui
-from tests.test_engine import tiny_kernel
+from helpers import REPO, run_pvtui, tiny_kernel
 
 
 def domain_file(tmp_path, body: str) -> str:

@@ -1,6 +1,6 @@
 """Layout snapshots with fixed content (no engine, no clock): regenerate with --snapshot-update."""
 
-from tests.snapshot_app import DomainsSnapshotApp
+from snapshot_app import DomainsSnapshotApp
 
 
 def test_domains_view_layout(snap_compare):

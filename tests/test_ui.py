@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import Engine
 from textual.widgets import RichLog, Static, TextArea
 
 from pvtui.ui.app import PvtuiApp
@@ -18,7 +19,6 @@ from pvtui.ui.screens.domains import COLUMNS
 from pvtui.ui.screens.editor import EditorScreen
 from pvtui.ui.screens.rebalance import RebalanceScreen
 from pvtui.ui.table import LiveTable
-from tests.conftest import Engine
 
 MIB = 1 << 20
 

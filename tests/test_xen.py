@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import REPO, Engine, run_pvtui
 
 from pvtui.cli.xtf import EXIT_CODES, xtf_result
 from pvtui.engine.xen import abi as x
@@ -24,7 +25,6 @@ from pvtui.engine.xen import machine as m
 from pvtui.engine.xen.decode import decode
 from pvtui.engine.xen.notes import read_xen_notes
 from pvtui.engine.xen.traps import bounce_frame
-from tests.conftest import REPO, Engine, run_pvtui
 
 #: The XTF kernels that must pass, with their variations (the kernel command line).
 REQUIRED = [
