@@ -105,6 +105,8 @@ class XenGuest:
 
         put(m.P_IDT, m.idt_bytes(m.PRIVATE_VA + m.P_STUBS * PAGE))
         put(m.P_STUBS, m.stub_code())
+        put(m.P_FAST_IRET, m.fast_iret_code())
+        self.set_fast_iret()
         for page, data in m.private_tables(self.domain.max_vcpus).items():
             put(page, data)
         for vcpu in range(self.domain.max_vcpus):
@@ -132,6 +134,12 @@ class XenGuest:
                 f"Kernel of {self.domain.name} has its hypercall page outside memory",
                 f"XEN_ELFNOTE_HYPERCALL_PAGE says {self.notes.hypercall_page:#x}; raise memory: or fix the kernel.",
             )
+
+    def set_fast_iret(self) -> None:
+        """Allow the native iret only where it changes nothing the engine tracks: one vCPU
+        (it compares vcpu_info[0]'s mask) and no architectural IOPL (iret then sets the IOPL)."""
+        allowed = self.domain.max_vcpus == 1 and not self.vm_assist & (1 << x.VMASST_TYPE_architectural_iopl)
+        self.private[m.P_FAST_IRET * PAGE + m.FAST_IRET_FLAG_OFFSET] = 1 if allowed else 0
 
     def setup_vcpu(self, vcpu: Vcpu, entry: int) -> PvVcpu:
         """Ring-3 flat segments with Xen's selectors, the engine's GDT/IDT/TSS, LSTAR trap."""
@@ -343,7 +351,7 @@ class XenGuest:
 
     def install_l4_private(self, l4_gpa: int) -> bool:
         """Give a guest L4 the private area's entry (as Xen copies its slots into every L4)."""
-        entry = (m.PRIVATE_GPA + m.P_L3 * PAGE) | x.PTE_P | x.PTE_RW | x.PTE_A
+        entry = (m.PRIVATE_GPA + m.P_L3 * PAGE) | x.PTE_P | x.PTE_RW | x.PTE_US | x.PTE_A
         return self.memory.write(l4_gpa + m.PRIVATE_L4_SLOT * 8, _U64.pack(entry))
 
     # --- GDT -----------------------------------------------------------------------

@@ -334,9 +334,11 @@ class XenHypercalls:
             return _neg(x.EINVAL)
         if cmd == x.VMASST_CMD_enable:
             self.guest.vm_assist |= 1 << kind
+            self.guest.set_fast_iret()
             return 0
         if cmd == x.VMASST_CMD_disable:
             self.guest.vm_assist &= ~(1 << kind)
+            self.guest.set_fast_iret()
             return 0
         return _neg(x.ENOSYS)
 

@@ -40,6 +40,9 @@ P_ZERO = 3
 P_L3 = 4
 P_L2 = 5
 P_L1 = 6
+#: The native fast path of the ``iret`` hypercall (code plus its enable flag), run by the guest.
+P_FAST_IRET = 7
+FAST_IRET_FLAG_OFFSET = 0x800
 #: Grant-table frames (shared with no one: a single-host engine has no other domain to grant to).
 P_GRANT = 8
 GRANT_FRAMES = 4
@@ -145,18 +148,64 @@ def idt_bytes(stubs_va: int) -> bytes:
 def hypercall_page() -> bytes:
     """Xen's hypercall page, 32 bytes per call: ``mov $nr, %eax; out %eax, $port; ret``.
 
-    The ``iret`` slot first pushes rcx, r11 and rax, as Xen's does, so the
-    frame the engine pops is exactly Xen's (guests build it by hand too).
+    The ``iret`` slot pushes rcx, r11 and rax, as Xen's does, so the frame
+    is exactly Xen's (guests build it by hand too), then jumps to
+    :func:`fast_iret_code` in the private area.
     """
     page = bytearray()
+    fast_iret = PRIVATE_VA + P_FAST_IRET * PAGE
     for number in range(PAGE // 32):
-        mov = b"\xb8" + struct.pack("<I", number)
-        out = bytes([0xE7, HYPERCALL_PORT])
-        # iret: push rcx; push r11; push rax; mov; out; ud2 (it never returns here)
-        iret = number == x.XenHypercall.iret
-        slot = b"\x51\x41\x53\x50" + mov + out + b"\x0f\x0b" if iret else mov + out + b"\xc3"
+        if number == x.XenHypercall.iret:  # push rcx; push r11; push rax; movabs $fast_iret, %rax; jmp *%rax
+            slot = b"\x51\x41\x53\x50\x48\xb8" + struct.pack("<Q", fast_iret) + b"\xff\xe0"
+        else:
+            slot = b"\xb8" + struct.pack("<I", number) + bytes([0xE7, HYPERCALL_PORT, 0xC3])
         page += slot.ljust(32, b"\xcc")
     return bytes(page)
+
+
+def fast_iret_code() -> bytes:
+    """The ``iret`` hypercall, run natively when nothing about it needs the hypervisor.
+
+    With Xen's frame on the stack (rax r11 rcx flags rip cs rflags rsp ss), a
+    return that stays in guest kernel mode (the saved CS has RPL 0), is not a
+    syscall return, and leaves the virtual IF as it is (the upcall mask in
+    vcpu_info equals !IF) changes nothing the engine tracks: the guest pops
+    rax, r11, rcx and flags, sets the selectors' RPL to 3 and executes
+    ``iretq`` itself, CPL 3 to CPL 3, no exit. Anything else (a return to
+    user mode, IF changing, ``VGCF_in_syscall``, or the engine having turned
+    the fast path off, e.g. under ``architectural_iopl``) makes the real
+    hypercall. A trap bounced to a guest handler and back is then one exit.
+    """
+    flag_at = FAST_IRET_FLAG_OFFSET
+    mask_at = (P_SHARED_INFO - P_FAST_IRET) * PAGE + x.VI_UPCALL_MASK  # vcpu_info[0]'s mask
+    code = bytearray()
+
+    def rip_rel(opcode: bytes, target: int, tail: bytes = b"") -> None:
+        end = len(code) + len(opcode) + 4 + len(tail)
+        code.extend(opcode + struct.pack("<i", target - end) + tail)
+
+    rip_rel(b"\x80\x3d", flag_at, b"\x00")  # cmpb $0, flag(%rip)
+    code += b"\x74\x00"  # je slow (patched below)
+    jumps = [len(code) - 1]
+    code += b"\xf6\x44\x24\x28\x03"  # testb $3, 40(%rsp): RPL 3, a return to user mode
+    code += b"\x75\x00"  # jnz slow
+    jumps.append(len(code) - 1)
+    code += b"\xf7\x44\x24\x18" + struct.pack("<I", x.VGCF_in_syscall)  # testl $VGCF_in_syscall, 24(%rsp)
+    code += b"\x75\x00"  # jnz slow
+    jumps.append(len(code) - 1)
+    code += b"\x48\x8b\x44\x24\x30"  # mov 48(%rsp), %rax: the saved rflags
+    code += b"\xc1\xe8\x09\x83\xe0\x01\x83\xf0\x01"  # shr $9; and $1; xor $1: the mask !IF asks for
+    rip_rel(b"\x38\x05", mask_at)  # cmp %al, mask(%rip)
+    code += b"\x75\x00"  # jne slow
+    jumps.append(len(code) - 1)
+    code += b"\x58\x41\x5b\x59\x48\x83\xc4\x08"  # pop rax; pop r11; pop rcx; add $8, %rsp
+    code += b"\x48\x83\x4c\x24\x08\x03\x48\x83\x4c\x24\x20\x03"  # orq $3, 8(%rsp); orq $3, 32(%rsp)
+    code += b"\x48\xcf"  # iretq
+    slow = len(code)
+    for at in jumps:
+        code[at] = slow - (at + 1)
+    code += b"\xb8" + struct.pack("<I", x.XenHypercall.iret) + bytes([0xE7, HYPERCALL_PORT]) + b"\x0f\x0b"
+    return bytes(code)
 
 
 @dataclass(frozen=True)
@@ -203,7 +252,7 @@ def guest_page_tables(boot: BootLayout, private_l3_gpa: int) -> dict[int, bytes]
     pt_frames = set(range(boot.pt_base // PAGE, boot.pt_base // PAGE + boot.nr_pt_frames))
     l4_entries = [0] * 512
     l4_entries[0] = l3 | table_flags
-    l4_entries[PRIVATE_L4_SLOT] = private_l3_gpa | x.PTE_P | x.PTE_RW | x.PTE_A
+    l4_entries[PRIVATE_L4_SLOT] = private_l3_gpa | x.PTE_P | x.PTE_RW | x.PTE_US | x.PTE_A
     tables[l4] = struct.pack("<512Q", *l4_entries)
     tables[l3] = struct.pack("<512Q", *([l2 | table_flags for l2 in l2s] + [0] * (512 - n_l2)))
     for i, l2 in enumerate(l2s):
@@ -242,9 +291,13 @@ def private_tables(max_vcpus: int) -> dict[int, bytes]:
         first = P_VCPU_BASE + vcpu * VCPU_PAGES
         for page in range(x.GDT_GUEST_PAGES):
             l1[first + page] = (PRIVATE_GPA + P_ZERO * PAGE) | flags
+    # Ring 3 runs the fast iret and reads the upcall mask it compares: both read-only to it.
+    for page in (P_FAST_IRET, P_SHARED_INFO):
+        l1[page] = (PRIVATE_GPA + page * PAGE) | x.PTE_P | x.PTE_US | x.PTE_A
+    upper = flags | x.PTE_US  # the levels above: the L1 entries decide what ring 3 reaches
     return {
-        P_L3: struct.pack("<512Q", *([(PRIVATE_GPA + P_L2 * PAGE) | flags] + [0] * 511)),
-        P_L2: struct.pack("<512Q", *([(PRIVATE_GPA + P_L1 * PAGE) | flags] + [0] * 511)),
+        P_L3: struct.pack("<512Q", *([(PRIVATE_GPA + P_L2 * PAGE) | upper] + [0] * 511)),
+        P_L2: struct.pack("<512Q", *([(PRIVATE_GPA + P_L1 * PAGE) | upper] + [0] * 511)),
         P_L1: struct.pack("<512Q", *l1),
     }
 
