@@ -165,8 +165,9 @@ class Domain:
                 self._load_segments(self.kernel)
                 self.xen = XenGuest(self, xen_notes, self.kernel.end, config.cmdline or "")
                 self.shared = self.xen.shared
-                self.hypercalls = XenHypercalls(self.xen)
-                self.trap_exit = bind_trap_exit(self.xen)
+                xen_calls = XenHypercalls(self.xen)
+                self.hypercalls = xen_calls
+                self.trap_exit = bind_trap_exit(xen_calls)
             else:
                 self._write_boot_structures(self.kernel)
                 self.shared = self.memory.view(layout.SHARED_INFO_ADDR, layout.PAGE_SIZE)

@@ -26,6 +26,7 @@ from pvtui.engine.xen.guest import canonical
 if TYPE_CHECKING:
     from pvtui.engine.vcpu import VcpuRunner
     from pvtui.engine.xen.guest import PvVcpu, XenGuest
+    from pvtui.engine.xen.hypercalls import XenHypercalls
 
 _FRAME = struct.Struct("<5Q")
 _U64 = (1 << 64) - 1
@@ -54,8 +55,9 @@ class GuestCrash(Exception):
 class TrapHandler:
     """Handles one domain's exception exits (one instance per domain)."""
 
-    def __init__(self, guest: XenGuest) -> None:
+    def __init__(self, guest: XenGuest, calls: XenHypercalls) -> None:
         self.guest = guest
+        self.calls = calls
         self.domain = guest.domain
         self._cpuid: dict[tuple[int, int], tuple[int, int, int, int]] = {}
         self._cpuid_indexed: set[int] = set()
@@ -82,7 +84,7 @@ class TrapHandler:
         try:
             handled = self._handle(runner, state, vector, error_code, frame)
             if handled is not None:
-                self.domain.hypercalls.record_trap(runner, handled[0], handled[1], frame[0], rip, started)
+                self.calls.record_trap(runner, handled[0], handled[1], frame[0], rip, started)
         except GuestCrash as exc:
             self.domain.guest_crashed(f"vCPU {runner.id}: {exc}")
             return False
@@ -115,7 +117,7 @@ class TrapHandler:
             if insn is not None:
                 emulated = self._emulate(runner, state, vector, error_code, insn, frame)
                 if emulated is not False:
-                    return emulated or None
+                    return emulated if isinstance(emulated, tuple) else None
         return self.bounce(runner, state, vector, error_code if vector in x.EXC_HAS_ERROR_CODE else None, frame)
 
     def _instruction(self, state: PvVcpu, rip: int) -> Insn | None:
@@ -166,7 +168,9 @@ class TrapHandler:
                 return False
             _set_gpr(regs, frame, insn.gpr, value)
         elif kind == "mov_to_dr":
-            if not self.domain.hypercalls.set_debugreg_value(runner, state, insn.cr, _get_gpr(regs, frame, insn.gpr)):
+            if not self.calls.cpu.set_debugreg_value(
+                runner, state, insn.cr, _get_gpr(regs, frame, insn.gpr)
+            ):
                 return False
         elif kind == "rdmsr":
             value = self._rdmsr(runner, state, regs.rcx & 0xFFFFFFFF)
@@ -220,7 +224,7 @@ class TrapHandler:
             self.guest.set_cr2(runner.id, value)
             return True
         if cr == 3:
-            return self.domain.hypercalls.new_baseptr(runner, state, value >> 12, user=False) == 0
+            return self.calls.mmu.new_baseptr(runner, state, value >> 12, user=False) == 0
         if cr == 4 and not (value ^ state.cr4) & ~x.CR4_GUEST_WRITABLE:
             state.cr4 = value
             return True
@@ -285,7 +289,7 @@ class TrapHandler:
         # The hypercall sees the guest's own context (an iret among its work replaces it).
         stub = regs.rip, regs.rflags, regs.rsp
         regs.rip, regs.rflags, regs.rsp = frame[0], frame[2], frame[3]
-        result = self.domain.hypercalls.dispatch(
+        result = self.calls.dispatch(
             runner, regs.rax & 0xFFFFFFFF, regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8
         )
         frame[0], frame[2], frame[3] = regs.rip, regs.rflags, regs.rsp
@@ -337,7 +341,7 @@ class TrapHandler:
         rip, _cs, rflags, rsp, ss = frame
         kernel = state.kernel_mode
         if not kernel:
-            self.domain.hypercalls.toggle_mode(runner, state)
+            self.calls.mmu.toggle_mode(runner, state)
         saved_mask = guest.upcall_mask(runner.id)
         if mask_events:
             guest.set_upcall_mask(runner.id, True)
