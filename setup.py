@@ -13,6 +13,11 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
+try:
+    from setuptools.command.bdist_wheel import bdist_wheel
+except ImportError:  # setuptools < 70.1: the wheel package has it
+    from wheel.bdist_wheel import bdist_wheel
+
 ROOT = Path(__file__).parent
 sys.path.insert(0, str(ROOT))  # guest/build.py imports pvtui.errors
 
@@ -36,4 +41,20 @@ class BuildWithKernel(build_py):
         print(f"built guest kernel {kernel}")
 
 
-setup(cmdclass={"build_py": BuildWithKernel})
+class PlatformWheel(bdist_wheel):
+    """The wheel carries an x86-64 kernel compiled here: it is not ``py3-none-any``.
+
+    Tagged ``py3-none-<platform>``: any Python 3, no extension ABI, this
+    machine's platform (``linux_x86_64``), so pip never installs it elsewhere.
+    """
+
+    def finalize_options(self):
+        super().finalize_options()
+        self.root_is_pure = False
+
+    def get_tag(self):
+        _, _, platform = super().get_tag()
+        return "py3", "none", platform
+
+
+setup(cmdclass={"build_py": BuildWithKernel, "bdist_wheel": PlatformWheel})

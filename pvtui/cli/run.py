@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from typing import BinaryIO
 
 from pvtui.cli.main import EXIT_GUEST_CRASHED, EXIT_INVALID, EXIT_OK
 from pvtui.cli.xtf import EXIT_CODES as XTF_EXIT_CODES
@@ -70,7 +71,7 @@ def run_foreground(path: str, shutdown_timeout: float = 10.0, summary: bool = Tr
     try:
         while True:
             domain = Domain(config, kernel)
-            domain.console.followers.append(lambda data: (out.write(data), out.flush()))
+            domain.console.followers.append(lambda data: _echo(out, data))
             domain.listeners.append(lambda event: interrupts.event.set() if event.kind == "shutdown" else None)
             domain.start()
             outcome = _supervise(domain, interrupts, shutdown_timeout)
@@ -95,6 +96,11 @@ def run_foreground(path: str, shutdown_timeout: float = 10.0, summary: bool = Tr
             signal.signal(sig, handler)
 
 
+def _echo(out: BinaryIO, data: bytes) -> None:
+    out.write(data)
+    out.flush()
+
+
 def is_elf(path: str) -> bool:
     try:
         with open(path, "rb") as f:
@@ -107,7 +113,8 @@ def config_for_kernel(path: str, cmdline: str | None) -> DomainConfig:
     """A definition for a bare kernel, as ``xl create`` would make of a one-line config:
     named after the file, 1 vCPU, 64 MiB, the rest defaults."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "-", os.path.basename(path))[:64].lstrip("-_.") or "kernel"
-    return DomainConfig(name=name, vcpus=1, memory="64M", kernel=os.path.abspath(path), cmdline=cmdline)
+    fields = {"name": name, "vcpus": 1, "memory": "64M", "kernel": os.path.abspath(path), "cmdline": cmdline}
+    return DomainConfig.model_validate(fields)
 
 
 def _supervise(domain: Domain, interrupts: _Interrupts, shutdown_timeout: float) -> str:

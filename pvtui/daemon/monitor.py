@@ -105,10 +105,16 @@ class Monitor:
 
     def _build(self) -> Domain:
         domain = Domain(self.config, self.spec.kernel, domid=self.spec.domid)
-        domain.listeners.append(lambda event: self.loop.call_soon_threadsafe(self._on_domain_event, event))
-        domain.console.followers.append(
-            lambda data: self.loop.call_soon_threadsafe(self._on_console, data, domain.console.total_bytes)
-        )
+        loop = self.loop
+
+        def on_event(event: DomainEvent) -> None:  # a vCPU thread: hand it to the event loop
+            loop.call_soon_threadsafe(self._on_domain_event, event)
+
+        def on_console(data: bytes) -> None:
+            loop.call_soon_threadsafe(self._on_console, data, domain.console.total_bytes)
+
+        domain.listeners.append(on_event)
+        domain.console.followers.append(on_console)
         domain.start()
         return domain
 
@@ -250,9 +256,9 @@ class Monitor:
     def stats(self) -> dict[str, Any]:
         domain = self.domain
         assert domain is not None
-        data = domain.stats().to_dict()
+        data: dict[str, Any] = domain.stats().to_dict()
         host_cpus = domain.vcpu_host_cpus()
-        for vcpu in data["vcpus"]:  # type: ignore[union-attr]
+        for vcpu in data["vcpus"]:
             vcpu["host_cpu"] = host_cpus.get(vcpu["id"])
         data.update(
             domid=self.spec.domid,

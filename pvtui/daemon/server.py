@@ -313,9 +313,9 @@ class Pvd:
         self._detaching.add(task)
         task.add_done_callback(self._detaching.discard)
         self._remove_monitor_files(record.name)
-        task = self._hypercall_tasks.pop(record.name, None)
-        if task:
-            task.cancel()
+        follower = self._hypercall_tasks.pop(record.name, None)
+        if follower:
+            follower.cancel()
         self._broadcast("state", record.name, {"state": "dead", "detail": what})
 
     async def _detach_when_gone(self, name: str, pid: int | None) -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import difflib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from pvtui.domain.schema import WORKLOAD_TYPES, CrossFieldError, DomainConfig
 from pvtui.errors import PvtuiError
@@ -82,7 +84,7 @@ def _at(path: str, node: yaml.Node, message: str) -> Problem:
     return Problem(path, node.start_mark.line + 1, node.start_mark.column + 1, message)
 
 
-def _duplicate_keys(node: yaml.Node, path: str):
+def _duplicate_keys(node: yaml.Node, path: str) -> Iterator[Problem]:
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key, value in node.value:
@@ -115,7 +117,7 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel]:
     from pvtui.domain import schema
 
     if loc and loc[0] == "workload" and len(loc) >= 2:
-        by_tag = {
+        by_tag: dict[str, type[BaseModel]] = {
             "idle": schema.IdleWorkload,
             "cpu": schema.CpuWorkload,
             "memory": schema.MemoryWorkload,
@@ -128,7 +130,7 @@ def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel]:
     return DomainConfig
 
 
-def _problem(path: str, root: yaml.Node, error: dict) -> Problem:
+def _problem(path: str, root: yaml.Node, error: ErrorDetails) -> Problem:
     loc = tuple(error["loc"])
     kind = error["type"]
     ctx = error.get("ctx") or {}

@@ -22,6 +22,7 @@ from textual import work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.message import Message
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
 from pvtui.client import Client, DomainSummary, EngineError, HostInfo, default_domains_dir
@@ -192,7 +193,7 @@ class PvtuiApp(App[None]):
     def on_engine_event(self, message: EngineEvent) -> None:
         event = message.event
         kind, name, data = event.get("event"), event.get("domain"), event.get("data") or {}
-        if kind == "state":
+        if kind == "state" and isinstance(name, str):
             if data.get("state") == "dead":
                 self.domains.pop(name, None)
                 self.push_data(sample=False)
@@ -203,7 +204,8 @@ class PvtuiApp(App[None]):
                 self.refresh_registry()
         elif kind == "lifecycle" and data.get("what") in ("restarted", "preserved", "crash_loop", "destroyed"):
             reason = data.get("crash_reason") or data.get("reason")
-            severity = "warning" if data.get("reason") == "crash" or data.get("what") == "crash_loop" else "information"
+            crashed = data.get("reason") == "crash" or data.get("what") == "crash_loop"
+            severity: SeverityLevel = "warning" if crashed else "information"
             self.notify(f"{name}: {data['what']} ({reason})", title="Domain", severity=severity)
 
     def _take_newer(self, summaries: list[DomainSummary]) -> None:
@@ -447,10 +449,12 @@ class PvtuiApp(App[None]):
         if not choices:
             self.notify(f"No definitions in {self.domains_dir}; press n for a new one.", title="Create")
             return
-        self.push_screen(
-            PickDialog(f"Start which definition? ({self.domains_dir})", choices),
-            lambda choice: choice and self.call(f"created from {choice}", "create", str(self.domains_dir / choice)),
-        )
+
+        def picked(choice: str | None) -> None:
+            if choice:
+                self.call(f"created from {choice}", "create", str(self.domains_dir / choice))
+
+        self.push_screen(PickDialog(f"Start which definition? ({self.domains_dir})", choices), picked)
 
     def action_new_domain(self) -> None:
         def open_editor(name: str | None) -> None:

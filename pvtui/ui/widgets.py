@@ -37,7 +37,7 @@ class LiveText(Static):
     """
 
     def __init__(self, text: str = "", **kwargs: object) -> None:
-        super().__init__(text, **kwargs)  # type: ignore[arg-type]
+        super().__init__(text, **kwargs)  # type: ignore[arg-type]  # Static takes typed keywords; ours are passed through
         self._text = text
 
     def show(self, text: str) -> None:

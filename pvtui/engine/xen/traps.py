@@ -168,9 +168,7 @@ class TrapHandler:
                 return False
             _set_gpr(regs, frame, insn.gpr, value)
         elif kind == "mov_to_dr":
-            if not self.calls.cpu.set_debugreg_value(
-                runner, state, insn.cr, _get_gpr(regs, frame, insn.gpr)
-            ):
+            if not self.calls.cpu.set_debugreg_value(runner, state, insn.cr, _get_gpr(regs, frame, insn.gpr)):
                 return False
         elif kind == "rdmsr":
             value = self._rdmsr(runner, state, regs.rcx & 0xFFFFFFFF)
@@ -289,9 +287,7 @@ class TrapHandler:
         # The hypercall sees the guest's own context (an iret among its work replaces it).
         stub = regs.rip, regs.rflags, regs.rsp
         regs.rip, regs.rflags, regs.rsp = frame[0], frame[2], frame[3]
-        result = self.calls.dispatch(
-            runner, regs.rax & 0xFFFFFFFF, regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8
-        )
+        result = self.calls.dispatch(runner, regs.rax & 0xFFFFFFFF, regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8)
         frame[0], frame[2], frame[3] = regs.rip, regs.rflags, regs.rsp
         regs.rip, regs.rflags, regs.rsp = stub  # the stub's iretq takes the guest there
         if result is None:

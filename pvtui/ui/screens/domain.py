@@ -232,10 +232,10 @@ class DomainScreen(Screen[None]):
             self.post_message(self.Records(name, records))
             await events.subscribe(["console", "hypercalls"], [name])
             async for event in events.events():
-                data = event.get("data")
+                data = event.get("data") or {}
                 if event.get("event") == "console":
                     self.post_message(self.ConsoleText(name, data["text"]))
-                elif event.get("event") == "hypercalls":
+                elif event.get("event") == "hypercalls" and isinstance(data, list):
                     self.post_message(self.Records(name, [HypercallInfo.from_dict(r) for r in data]))
         finally:
             await events.close()
