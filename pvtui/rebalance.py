@@ -12,7 +12,8 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-MIB = 1 << 20
+from pvtui.domain.units import MIB
+
 MEMORY_STEP = 16 * MIB
 
 

@@ -11,12 +11,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pvtui import __version__
+from pvtui.cli.exitcodes import ExitCode
 from pvtui.errors import PvtuiError
-
-EXIT_OK = 0
-EXIT_GUEST_CRASHED = 1
-EXIT_INVALID = 2
-EXIT_ENGINE = 3
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -39,7 +35,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         else:
             if not args.quiet:
                 print(f"{path}: ok ({config.name}, {config.vcpus} vCPU, workload {config.workload.type})")
-    return EXIT_INVALID if failed else EXIT_OK
+    return ExitCode.INVALID if failed else ExitCode.OK
 
 
 def _cmd_engine_verb(args: argparse.Namespace) -> int:
@@ -50,7 +46,7 @@ def _cmd_engine_verb(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(run_verb(args))
     except KeyboardInterrupt:
-        return 0
+        return ExitCode.OK
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
@@ -59,7 +55,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     from pvtui.domain.schema import json_schema
 
     print(json.dumps(json_schema(), indent=2))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,9 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except PvtuiError as exc:
         print(f"pvtui: {exc.title}\n  {exc.message}".replace("\n", "\n  ").replace("\n  \n", "\n\n"), file=sys.stderr)
-        return EXIT_ENGINE
+        return ExitCode.ENGINE
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
 
 
 if __name__ == "__main__":

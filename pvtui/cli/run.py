@@ -17,7 +17,7 @@ import threading
 import time
 from typing import BinaryIO
 
-from pvtui.cli.main import EXIT_GUEST_CRASHED, EXIT_INVALID, EXIT_OK
+from pvtui.cli.exitcodes import ExitCode
 from pvtui.cli.xtf import EXIT_CODES as XTF_EXIT_CODES
 from pvtui.cli.xtf import is_xtf_console, xtf_result
 from pvtui.domain.loader import DomainFileError, load_domain_file
@@ -58,7 +58,7 @@ def run_foreground(path: str, shutdown_timeout: float = 10.0, summary: bool = Tr
     except DomainFileError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        return EXIT_INVALID
+        return ExitCode.INVALID
     if cmdline is not None and not is_elf(path):
         config = config.model_copy(update={"cmdline": cmdline})
     from pvtui.guest.build import bundled_kernel
@@ -79,11 +79,11 @@ def run_foreground(path: str, shutdown_timeout: float = 10.0, summary: bool = Tr
                 if not guard.allow():
                     _say(f"{config.name} restarted {MAX_RESTARTS} times in {RESTART_WINDOW_S:.0f}s; giving up")
                     _finish(domain, summary)
-                    return EXIT_GUEST_CRASHED
+                    return ExitCode.GUEST_CRASHED
                 _finish(domain, summary)
                 _say(f"restarting {config.name}")
                 continue
-            code = EXIT_GUEST_CRASHED if outcome == "crashed" else EXIT_OK
+            code: int = ExitCode.GUEST_CRASHED if outcome == "crashed" else ExitCode.OK
             console = domain.console.text()
             if domain.personality == "xen" and is_xtf_console(console):
                 result = xtf_result(console, outcome == "crashed")

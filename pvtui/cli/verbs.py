@@ -15,11 +15,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, replace
 from typing import Any
 
+from pvtui.cli.exitcodes import ExitCode
 from pvtui.client import Client, DomainSummary, EngineError
 from pvtui.client.models import HypercallInfo
+from pvtui.domain.limits import SHUTDOWN_TIMEOUT_S
+from pvtui.domain.state import xl_flags
+from pvtui.domain.units import MIB
 
 KIB = 1024
-MIB = 1 << 20
 Verb = Callable[[Client, argparse.Namespace], Awaitable[int]]
 
 
@@ -27,27 +30,18 @@ def _json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=lambda o: asdict(o)))
 
 
-def _flags(state: str) -> str:
-    """xl's six-character state column: r b p s c d."""
-    letters = {"running": 0, "blocked": 1, "paused": 2, "shutdown": 3, "crashed": 4, "dying": 5}
-    flags = ["-"] * 6
-    if state in letters:
-        flags[letters[state]] = "rbpscd"[letters[state]]
-    return "".join(flags)
-
-
 async def cmd_list(client: Client, args: argparse.Namespace) -> int:
     domains = await client.list_domains()
     if args.json:
         _json(domains)
-        return 0
+        return ExitCode.OK
     print(f"{'Name':<20} {'ID':>4} {'Mem':>7} {'VCPUs':>5} {'State':<6} {'Time(s)':>9} {'CPU%':>6} {'HCALLS/s':>9}")
     for d in domains:
         print(
-            f"{d.name:<20} {d.domid:>4} {d.memory.held_bytes // MIB:>7} {d.vcpus_online:>5} {_flags(d.state):<6} "
+            f"{d.name:<20} {d.domid:>4} {d.memory.held_bytes // MIB:>7} {d.vcpus_online:>5} {xl_flags(d.state):<6} "
             f"{d.cpu_s:>9.1f} {_figure(d.cpu_percent, 6, 1)} {_figure(d.hypercalls_per_s, 9, 1)}"
         )
-    return 0
+    return ExitCode.OK
 
 
 def _figure(value: float | None, width: int, digits: int) -> str:
@@ -63,13 +57,13 @@ async def cmd_create(client: Client, args: argparse.Namespace) -> int:
     except DomainFileError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        return 2
+        return ExitCode.INVALID
     domain = await client.create(args.file)
     if args.json:
         _json(domain)
     else:
         print(f"created {domain.name} (domid {domain.domid}, monitor pid {domain.pid})")
-    return 0
+    return ExitCode.OK
 
 
 def _simple(op: str, message: str) -> Verb:
@@ -79,7 +73,7 @@ def _simple(op: str, message: str) -> Verb:
             _json(result)
         else:
             print(message.format(name=args.domain))
-        return 0
+        return ExitCode.OK
 
     return verb
 
@@ -92,7 +86,7 @@ async def cmd_shutdown(client: Client, args: argparse.Namespace) -> int:
         print(f"{args.domain}: {result.get('outcome')}")
     else:
         print(f"asked {args.domain} to shut down (destroyed after {args.timeout:g}s if it does not)")
-    return 0
+    return ExitCode.OK
 
 
 async def cmd_vcpu_set(client: Client, args: argparse.Namespace) -> int:
@@ -101,7 +95,7 @@ async def cmd_vcpu_set(client: Client, args: argparse.Namespace) -> int:
         _json(stats)
     else:
         print(f"{args.domain}: {stats['online_vcpus']} of {stats['max_vcpus']} vCPUs online")
-    return 0
+    return ExitCode.OK
 
 
 async def cmd_vcpu_list(client: Client, args: argparse.Namespace) -> int:
@@ -109,7 +103,7 @@ async def cmd_vcpu_list(client: Client, args: argparse.Namespace) -> int:
     rows = {name: await client.vcpu_list(name) for name in names}
     if args.json:
         _json(rows)
-        return 0
+        return ExitCode.OK
     domids = {d.name: d.domid for d in await client.list_domains()}
     print(f"{'Name':<20} {'ID':>4} {'VCPU':>4} {'CPU':>4} {'State':<8} {'Time(s)':>9} {'HCALLS':>9} Affinity")
     for name, vcpus in rows.items():
@@ -120,7 +114,7 @@ async def cmd_vcpu_list(client: Client, args: argparse.Namespace) -> int:
                 f"{name:<20} {domids.get(name, 0):>4} {v.id:>4} {cpu:>4} {v.state:<8} {v.cpu_time_s:>9.2f} "
                 f"{v.hypercalls:>9} {affinity}"
             )
-    return 0
+    return ExitCode.OK
 
 
 async def cmd_vcpu_pin(client: Client, args: argparse.Namespace) -> int:
@@ -129,7 +123,7 @@ async def cmd_vcpu_pin(client: Client, args: argparse.Namespace) -> int:
         _json(stats)
     else:
         print(f"{args.domain} vCPU {args.vcpu} pinned to {args.cpus}")
-    return 0
+    return ExitCode.OK
 
 
 async def cmd_sched_credit(client: Client, args: argparse.Namespace) -> int:
@@ -139,7 +133,7 @@ async def cmd_sched_credit(client: Client, args: argparse.Namespace) -> int:
     else:
         print(f"{'Name':<20} {'Weight':>6} {'Cap':>4}  ({result['backend']})")
         print(f"{result['name']:<20} {result['weight']:>6} {result['cap']:>4}")
-    return 0
+    return ExitCode.OK
 
 
 async def cmd_mem(client: Client, args: argparse.Namespace) -> int:
@@ -153,7 +147,7 @@ async def cmd_mem(client: Client, args: argparse.Namespace) -> int:
             f"{args.domain}: target {memory['target_bytes'] // MIB} MiB, present {memory['present_bytes'] // MIB} MiB, "
             f"max {memory['max_bytes'] // MIB} MiB"
         )
-    return 0
+    return ExitCode.OK
 
 
 async def cmd_console(client: Client, args: argparse.Namespace) -> int:
@@ -161,7 +155,7 @@ async def cmd_console(client: Client, args: argparse.Namespace) -> int:
     sys.stdout.write(text)
     sys.stdout.flush()
     if args.no_follow:
-        return 0
+        return ExitCode.OK
     await client.subscribe(["console", "state"], [args.domain])
     async for event in client.events():
         data = event.get("data") or {}
@@ -170,8 +164,8 @@ async def cmd_console(client: Client, args: argparse.Namespace) -> int:
             sys.stdout.flush()
             offset = data["offset"]
         elif event.get("event") == "state" and data.get("state") == "dead":
-            return 0
-    return 0
+            return ExitCode.OK
+    return ExitCode.OK
 
 
 def _format_record(record: HypercallInfo, start_ns: int) -> str:
@@ -195,13 +189,13 @@ async def cmd_log(client: Client, args: argparse.Namespace) -> int:
     for record in records:
         print(json.dumps(asdict(record)) if args.json else _format_record(record, start_ns))
     if not args.follow:
-        return 0
+        return ExitCode.OK
     sys.stdout.flush()
     last = records[-1].seq if records else 0
     await client.subscribe(["hypercalls", "state"], [args.domain])
     async for event in client.events():
         if event.get("event") == "state" and (event.get("data") or {}).get("state") == "dead":
-            return 0
+            return ExitCode.OK
         if event.get("event") != "hypercalls":
             continue
         for raw in event.get("data") or []:
@@ -209,7 +203,7 @@ async def cmd_log(client: Client, args: argparse.Namespace) -> int:
             if record.seq > last and wanted(record):
                 print(json.dumps(raw) if args.json else _format_record(record, start_ns), flush=True)
             last = max(last, record.seq)
-    return 0
+    return ExitCode.OK
 
 
 async def _log_stats(client: Client, args: argparse.Namespace) -> int:
@@ -222,7 +216,7 @@ async def _log_stats(client: Client, args: argparse.Namespace) -> int:
         _json(
             {op: {"count": n, "per_s_uptime": n / uptime, "per_s_now": rates.get(op, 0.0)} for op, n in per_op.items()}
         )
-        return 0
+        return ExitCode.OK
     total = sum(per_op.values())
     print(f"{args.domain}: {total} hypercalls in {uptime:.1f}s")
     print(f"{'op':<20} {'count':>12} {'%':>6} {'avg/s':>10} {'now/s':>10}")
@@ -232,7 +226,7 @@ async def _log_stats(client: Client, args: argparse.Namespace) -> int:
     per_vcpu = stats.get("hypercalls_per_vcpu", {})
     if per_vcpu:
         print("per vCPU: " + ", ".join(f"vcpu{v}={n}" for v, n in per_vcpu.items()))
-    return 0
+    return ExitCode.OK
 
 
 def _rates_between(then: DomainSummary | None, now: DomainSummary) -> DomainSummary:
@@ -259,7 +253,7 @@ def _top_rows(domains: list[DomainSummary], memory_total: int) -> list[str]:
     for d in domains:
         mem, maxmem = d.memory.held_bytes, d.memory.max_bytes
         rows.append(
-            f"{d.name:>18} {_flags(d.state):>6} {d.cpu_s:>9.0f} {_figure(d.cpu_percent, 6, 1)} {mem // KIB:>10} "
+            f"{d.name:>18} {xl_flags(d.state):>6} {d.cpu_s:>9.0f} {_figure(d.cpu_percent, 6, 1)} {mem // KIB:>10} "
             f"{100 * mem / memory_total:>6.1f} {maxmem // KIB:>10} {100 * maxmem / memory_total:>9.1f} "
             f"{d.vcpus_online:>5} {_figure(d.hypercalls_per_s, 9, 1)}"
         )
@@ -270,10 +264,10 @@ async def cmd_top(client: Client, args: argparse.Namespace) -> int:
     """Each frame's rates are measured over its own ``-d`` delay, so the first frame comes after one delay."""
     if not args.batch:
         print("pvtui top without -b is the TUI's domains view; use -b for batch output.", file=sys.stderr)
-        return 2
+        return ExitCode.INVALID
     if args.delay <= 0:
         print("pvtui top: -d must be more than 0 seconds.", file=sys.stderr)
-        return 2
+        return ExitCode.INVALID
     previous = {d.name: d for d in await client.list_domains(fresh=True)}
     host_then = await client.host()
     for _ in range(args.iterations):
@@ -295,7 +289,7 @@ async def cmd_top(client: Client, args: argparse.Namespace) -> int:
             f"{host.memory_available // KIB}k free    CPUs: {host.cpus} @{_figure(host.cpu_percent, 5, 1)}%"
         )
         print("\n".join(_top_rows(domains, host.memory_total)), flush=True)
-    return 0
+    return ExitCode.OK
 
 
 async def cmd_engine(client: Client | None, args: argparse.Namespace) -> int:
@@ -311,12 +305,12 @@ async def cmd_engine(client: Client | None, args: argparse.Namespace) -> int:
             if exc.code != "down":
                 raise
             print("pvd is not running")
-            return 0 if args.action == "stop" else 3
+            return ExitCode.OK if args.action == "stop" else ExitCode.ENGINE
     try:
         if args.action == "stop":
             result = await client.engine_stop(destroy_domains=args.destroy_domains)
             print(result if args.json else f"pvd stopping; {result['domains_left']} domains keep running")
-            return 0
+            return ExitCode.OK
         hello = await client.hello()
         if args.json:
             _json(hello)
@@ -325,7 +319,7 @@ async def cmd_engine(client: Client | None, args: argparse.Namespace) -> int:
                 f"pvd {hello['version']} running, pid {hello['pid']}, {hello['domains']} domains, "
                 f"runtime {hello['runtime_dir']}, domains from {hello['domains_dir']}, cpu control {hello['cpu_control']}"
             )
-        return 0
+        return ExitCode.OK
     finally:
         await client.close()
 
@@ -364,7 +358,7 @@ def add_verbs(verbs: argparse._SubParsersAction, run: Callable[[argparse.Namespa
     p = verb("shutdown", "Ask a domain to shut down; destroyed after --timeout if it does not.")
     p.add_argument("domain")
     p.add_argument("-w", "--wait", action="store_true", help="wait until it is gone (or restarted)")
-    p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--timeout", type=float, default=SHUTDOWN_TIMEOUT_S)
     for name, text in (
         ("destroy", "Destroy a domain at once."),
         ("pause", "Pause a domain's vCPUs."),

@@ -19,6 +19,7 @@ from typing import Any
 from pvtui.client.models import DomainSummary, HostInfo, HypercallInfo, VcpuInfo
 from pvtui.daemon import paths
 from pvtui.daemon.protocol import MAX_MESSAGE_BYTES, Channel
+from pvtui.domain.limits import SHUTDOWN_TIMEOUT_S
 from pvtui.errors import PvtuiError
 
 START_TIMEOUT_S = 15.0
@@ -136,7 +137,7 @@ class Client:
     async def create(self, path: str | os.PathLike[str]) -> DomainSummary:
         return DomainSummary.from_dict(await self.call("create", path=str(Path(path).resolve())))
 
-    async def shutdown(self, name: str, wait: bool = False, timeout: float = 30.0) -> dict[str, Any]:
+    async def shutdown(self, name: str, wait: bool = False, timeout: float = SHUTDOWN_TIMEOUT_S) -> dict[str, Any]:
         return await self.call("shutdown", name=name, wait=wait, timeout=timeout)
 
     async def reboot(self, name: str) -> dict[str, Any]:

@@ -96,6 +96,8 @@ class HostInfo:
     domains_by_state: dict[str, int]
     cpu_control: str
     pvd_cpu_percent: float | None = None
+    #: Memory pvd never gives to domains (the host's own reserve).
+    memory_reserved: int = 0
     cpu_busy_s: float = 0.0
     cpu_total_s: float = 0.0
 

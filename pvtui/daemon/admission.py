@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import os
-
 import psutil
 
+from pvtui.domain.limits import pin_problem
+from pvtui.domain.units import MIB
 from pvtui.errors import PvtuiError
 
-MIB = 1 << 20
 #: Memory pvd always leaves to the host itself.
 HOST_RESERVE_BYTES = 256 * MIB
 
 
 class AdmissionError(PvtuiError):
     """The host cannot give what was asked; nothing was changed."""
-
-
-def host_cpus() -> set[int]:
-    return set(range(os.cpu_count() or 1))
 
 
 def check_memory(extra_bytes: int, what: str) -> None:
@@ -35,11 +30,6 @@ def check_memory(extra_bytes: int, what: str) -> None:
 
 
 def check_cpus(cpus: set[int] | None, what: str) -> None:
-    if cpus is None:
-        return
-    missing = sorted(cpus - host_cpus())
-    if missing or not cpus:
-        raise AdmissionError(
-            f"Cannot pin {what}",
-            f"CPU {', '.join(map(str, missing)) or '(none)'} does not exist; this host has CPUs 0-{len(host_cpus()) - 1}.",
-        )
+    problem = pin_problem(cpus)
+    if problem:
+        raise AdmissionError(f"Cannot pin {what}", problem)

@@ -24,6 +24,7 @@ from typing import Any
 
 from pvtui.daemon import paths, protocol
 from pvtui.daemon.protocol import ProtocolError
+from pvtui.domain.limits import SHUTDOWN_TIMEOUT_S
 from pvtui.domain.schema import DomainConfig
 from pvtui.engine.abi import ShutdownReason
 from pvtui.engine.domain import Domain, DomainEvent
@@ -231,7 +232,7 @@ class Monitor:
             if domain.finished:
                 raise PvtuiError(f"{self.name} is already {domain.state.value}", "Destroy it instead.")
             domain.request_shutdown(ShutdownReason[reason])
-            timeout = float(args.get("timeout", 30))
+            timeout = float(args.get("timeout", SHUTDOWN_TIMEOUT_S))
             self._shutdown_timer = self.loop.call_later(timeout, self._shutdown_timed_out, domain)
         elif op == "destroy":
             self.loop.call_soon(self._finish, {"reason": "destroyed", "action": "destroy", "crash_reason": None})

@@ -35,6 +35,7 @@ from pvtui.daemon.protocol import ProtocolError
 from pvtui.daemon.rates import DomainRates
 from pvtui.daemon.zygote import Zygote
 from pvtui.domain.cpuset import parse_cpu_list
+from pvtui.domain.limits import SHUTDOWN_TIMEOUT_S, vcpu_count_problem
 from pvtui.domain.loader import DomainFileError, load_domain_file
 from pvtui.domain.schema import DomainConfig
 from pvtui.domain.units import parse_size
@@ -436,6 +437,7 @@ class Pvd:
             "memory_total": memory.total,
             "memory_available": memory.available,
             "memory_given": given,
+            "memory_reserved": admission.HOST_RESERVE_BYTES,  # what admission control keeps for the host
             "domains": len(self.records),
             "domains_by_state": states,
             "cpu_control": self.cpu.backend,
@@ -612,7 +614,7 @@ class Pvd:
         record, link = self._live(name)
         if op == "shutdown" or op == "reboot":
             reason = "reboot" if op == "reboot" else "poweroff"
-            timeout = float(args.get("timeout", 30))
+            timeout = float(args.get("timeout", SHUTDOWN_TIMEOUT_S))
             waiter: asyncio.Future[str] = asyncio.get_running_loop().create_future()
             record.lifecycle_waiters.append(waiter)
             try:
@@ -627,11 +629,9 @@ class Pvd:
             return await link.request(op)
         if op == "vcpu_set":
             count = args["count"]
-            if not 1 <= count <= record.config.maxvcpus_or_vcpus:
-                raise PvtuiError(
-                    f"Cannot give {name} {count} vCPUs",
-                    f"Choose between 1 and maxvcpus ({record.config.maxvcpus_or_vcpus}).",
-                )
+            problem = vcpu_count_problem(count, record.config.maxvcpus_or_vcpus)
+            if problem:
+                raise PvtuiError(f"Cannot give {name} {count} vCPUs", problem)
             return await link.request("vcpu_set", count=count)
         if op == "vcpu_list":
             await self._refresh(record)

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
 
 from pvtui.domain.cpuset import parse_cpu_list
-from pvtui.domain.units import format_size, parse_size
+from pvtui.domain.units import MIB, format_size, parse_size
 from pvtui.engine.abi import MAX_VCPUS
 
 Size = Annotated[
@@ -153,9 +153,9 @@ class DomainConfig(_Strict):
             raise CrossFieldError(
                 "memory", f"memory ({format_size(self.memory)}) is more than maxmem ({format_size(self.maxmem)})"
             )
-        if self.memory % (1 << 20):
+        if self.memory % MIB:
             raise CrossFieldError("memory", "memory must be a whole number of MiB")
-        if self.maxmem is not None and self.maxmem % (1 << 20):
+        if self.maxmem is not None and self.maxmem % MIB:
             raise CrossFieldError("maxmem", "maxmem must be a whole number of MiB")
         if isinstance(self.cpus, list) and len(self.cpus) > self.maxvcpus_or_vcpus:
             raise CrossFieldError("cpus", f"cpus lists {len(self.cpus)} vCPUs but maxvcpus is {self.maxvcpus_or_vcpus}")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 
-_UNITS = {"": 1 << 20, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+KIB = 1 << 10
+MIB = 1 << 20
+GIB = 1 << 30
+_UNITS = {"": MIB, "B": 1, "K": KIB, "M": MIB, "G": GIB, "T": 1 << 40}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:([KMGT])(?:i?B)?|(B))?\s*$", re.IGNORECASE)
 
 

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pvtui.domain.limits import host_cpus, pin_problem, vcpu_count_problem
+from pvtui.domain.units import MIB
 from pvtui.engine import abi, layout
 from pvtui.engine.abi import ShutdownReason
 from pvtui.engine.accounting import HypercallAccounting
@@ -40,7 +42,6 @@ from pvtui.errors import PvtuiError
 if TYPE_CHECKING:
     from pvtui.domain.schema import DomainConfig
 
-MIB = 1 << 20
 #: Free RAM a kernel needs beyond its image and stacks to be worth booting.
 MIN_FREE_BYTES = 1 * MIB
 _TERMINAL = (DomainState.SHUTDOWN, DomainState.CRASHED, DomainState.DYING, DomainState.DEAD)
@@ -479,11 +480,9 @@ class Domain:
         unplugged ones down through vcpu_op; both get ``guest_timeout`` seconds, after
         which an unplug is forced (a plug the guest ignores stays pending)."""
         self._refuse_for_xen("vCPU hot-plug", "set vcpus: in its definition and restart it")
-        if not 1 <= count <= self.max_vcpus:
-            raise DomainError(
-                f"Cannot give {self.name} {count} vCPUs",
-                f"Choose between 1 and maxvcpus ({self.max_vcpus}); raise maxvcpus: in its definition for more.",
-            )
+        problem = vcpu_count_problem(count, self.max_vcpus)
+        if problem:
+            raise DomainError(f"Cannot give {self.name} {count} vCPUs", problem)
         with self._lock:
             if self._state is not DomainState.RUNNING:
                 raise DomainError(f"Domain {self.name} is {self._state.value}", "Only a running domain takes vCPUs.")
@@ -505,28 +504,24 @@ class Domain:
 
     def pin_vcpu(self, vcpu_id: int, cpus: set[int] | None) -> None:
         """Pin a vCPU's thread to host CPUs (None: any CPU). Checked before anything moves."""
-        host_cpus = set(range(os.cpu_count() or 1))
         if not 0 <= vcpu_id < self.max_vcpus:
             raise DomainError(f"{self.name} has no vCPU {vcpu_id}", f"vCPUs are numbered 0 to {self.max_vcpus - 1}.")
-        if cpus is not None and (not cpus or not cpus <= host_cpus):
-            missing = sorted((cpus or set()) - host_cpus)
-            raise DomainError(
-                f"Cannot pin {self.name} vCPU {vcpu_id}",
-                f"CPU {', '.join(map(str, missing)) or '(none)'} does not exist; this host has CPUs 0-{len(host_cpus) - 1}.",
-            )
+        problem = pin_problem(cpus)
+        if problem:
+            raise DomainError(f"Cannot pin {self.name} vCPU {vcpu_id}", problem)
         with self._lock:
             runner = self.runners.get(vcpu_id) or self._create_vcpu(vcpu_id)
             runner.affinity = set(cpus) if cpus else None
             if runner.native_id is not None and runner.state != "stopped":
-                os.sched_setaffinity(runner.native_id, cpus or host_cpus)
+                os.sched_setaffinity(runner.native_id, cpus or host_cpus())
 
     def grow_memory(self, new_bytes: int) -> None:
-        self._refuse_for_xen("memory hot-add", "set memory: in its definition and restart it")
         """Add RAM past the present size (a new KVM slot), up to maxmem.
 
         The new frames start out with the balloon (not backed); raise the
         target to let the guest take them.
         """
+        self._refuse_for_xen("memory hot-add", "set memory: in its definition and restart it")
         present = self.memory.size
         limit = self.config.maxmem_or_memory
         if new_bytes % MIB:

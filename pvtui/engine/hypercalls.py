@@ -8,7 +8,6 @@ down).
 
 from __future__ import annotations
 
-import struct
 import time
 from array import array
 from collections.abc import Callable
@@ -31,7 +30,6 @@ ENOENT = -int(Errno.ENOENT)
 EEXIST = -int(Errno.EEXIST)
 EBUSY = -int(Errno.EBUSY)
 MAX_EXTENTS_PER_CALL = 1 << 20
-_RESULT = struct.Struct("<q")
 # Plain ints: comparing against IntEnum members costs a descriptor lookup per call.
 _MULTICALL = int(abi.Hypercall.multicall)
 _VERSION = (abi.ABI_VERSION_MAJOR << 16) | abi.ABI_VERSION_MINOR

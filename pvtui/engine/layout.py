@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import struct
 
+from pvtui.domain.units import GIB
 from pvtui.engine.kvm.structs import KvmSegment, KvmSregs
 
 PAGE_SIZE = 4096
 PAGE_SHIFT = 12
 LARGE_PAGE_SIZE = 2 << 20
-GIB = 1 << 30
 
 START_INFO_ADDR = 0x1000
 SHARED_INFO_ADDR = 0x2000

@@ -1,4 +1,4 @@
-"""Domain lifecycle states (Xen's) and the transitions between them.
+"""Which changes between domain lifecycle states (``pvtui.domain.state``) are legal.
 
 The table is the single place that says which changes are legal;
 :class:`~pvtui.engine.domain.Domain` refuses anything else.
@@ -6,35 +6,7 @@ The table is the single place that says which changes are legal;
 
 from __future__ import annotations
 
-from enum import StrEnum
-
-
-class DomainState(StrEnum):
-    BUILDING = "building"
-    RUNNING = "running"
-    BLOCKED = "blocked"
-    PAUSED = "paused"
-    SHUTDOWN = "shutdown"
-    CRASHED = "crashed"
-    DYING = "dying"
-    DEAD = "dead"
-
-    @property
-    def flag(self) -> str:
-        """The one-letter flag xentop shows in its STATE column."""
-        return _FLAGS[self]
-
-
-_FLAGS = {
-    DomainState.BUILDING: "-",
-    DomainState.RUNNING: "r",
-    DomainState.BLOCKED: "b",
-    DomainState.PAUSED: "p",
-    DomainState.SHUTDOWN: "s",
-    DomainState.CRASHED: "c",
-    DomainState.DYING: "d",
-    DomainState.DEAD: "-",
-}
+from pvtui.domain.state import DomainState
 
 S = DomainState
 TRANSITIONS: dict[DomainState, frozenset[DomainState]] = {
@@ -51,3 +23,6 @@ TRANSITIONS: dict[DomainState, frozenset[DomainState]] = {
 
 def valid_transition(current: DomainState, target: DomainState) -> bool:
     return target in TRANSITIONS[current]
+
+
+__all__ = ["TRANSITIONS", "DomainState", "valid_transition"]

@@ -19,7 +19,7 @@ import traceback
 from fcntl import ioctl
 from typing import TYPE_CHECKING
 
-from pvtui.engine import abi
+from pvtui.engine import abi, layout
 from pvtui.engine.abi import HYPERCALL_PORT
 from pvtui.engine.exits import HYPERCALL_IO_WORD, GuestFault, MalformedHypercall, decode_exit
 from pvtui.engine.kvm import Vcpu
@@ -146,7 +146,7 @@ class VcpuRunner:
         """
         regs = KvmRegs()
         regs.rip, regs.rsp, regs.rdi, regs.rsi = rip, rsp, rdi, self.id if rsi is None else rsi
-        regs.rflags = 0x3002
+        regs.rflags = layout.RFLAGS_IOPL3_RESERVED
         if self.thread is None:
             self.vcpu.set_regs(regs)
         else:

@@ -26,6 +26,7 @@ from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
 from pvtui.client import Client, DomainSummary, EngineError, HostInfo, default_domains_dir
+from pvtui.domain.units import MIB
 from pvtui.ui.dialogs import ConfirmDialog, PickDialog, ValueDialog, cpus_check, int_check, size_check
 from pvtui.ui.screens.domain import DomainScreen
 from pvtui.ui.screens.domains import DomainsScreen
@@ -34,7 +35,6 @@ from pvtui.ui.screens.help import HelpScreen
 from pvtui.ui.screens.rebalance import RebalanceScreen
 from pvtui.ui.table import LiveTable
 
-MIB = 1 << 20
 MEMORY_STEP = 64 * MIB
 #: The highlighted domain's figures are fetched ahead (once a second and after
 #: the cursor settles); Enter uses them while they are this fresh.

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import deque
 from functools import lru_cache
 
-MIB = 1 << 20
+from pvtui.domain.units import MIB
+
 SPARK = " ▁▂▃▄▅▆▇█"
 HISTORY = 20
 

@@ -12,6 +12,7 @@ from textual.screen import Screen
 from textual.widgets import Input, Static
 
 from pvtui.client import DomainSummary, HostInfo
+from pvtui.domain.state import state_flag
 from pvtui.ui.format import History, duration, measured, mib, spark
 from pvtui.ui.table import LiveTable
 from pvtui.ui.widgets import KeyBar, LiveText
@@ -49,7 +50,6 @@ SORT_KEYS = {
     "id": lambda d: d.domid,
 }
 SPARK_WIDTH = 10
-FLAGS = {"running": "r", "blocked": "b", "paused": "p", "shutdown": "s", "crashed": "c", "dying": "d"}
 
 
 def host_line(host: HostInfo | None, domains: list[DomainSummary]) -> str:
@@ -69,7 +69,7 @@ def row_cells(d: DomainSummary, history: History, memory_total: int) -> dict[str
     mem_series = list(history.get(f"mem:{d.name}"))[-SPARK_WIDTH:]
     return {
         "name": d.name,
-        "state": f"{FLAGS.get(d.state, '-')} {d.state}",
+        "state": f"{state_flag(d.state)} {d.state}",
         "cpu_pct": measured(d.cpu_percent),
         "cpu_hist": spark(cpu_series, max(100.0, *cpu_series, 0.0), SPARK_WIDTH),
         "vcpus": f"{d.vcpus_online}/{d.vcpus_max}",

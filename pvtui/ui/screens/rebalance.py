@@ -12,12 +12,12 @@ from textual.screen import Screen
 from textual.widgets import Static
 
 from pvtui.client import Client, DomainSummary, HostInfo
+from pvtui.domain.units import MIB
 from pvtui.rebalance import Allocation, Limits, Outcome, Plan, Step, apply_plan, make_plan, suggest
 from pvtui.ui.format import measured, mib
 from pvtui.ui.table import LiveTable
 from pvtui.ui.widgets import KeyBar
 
-MIB = 1 << 20
 MEMORY_STEP = 64 * MIB
 MIN_MEMORY = 16 * MIB
 
@@ -53,7 +53,7 @@ class RebalanceScreen(Screen[None]):
         }
 
     def plan(self) -> Plan:
-        free = self.host.memory_available - 256 * MIB if self.host else 0
+        free = self.host.memory_available - self.host.memory_reserved if self.host else 0
         cpus = self.host.cpus if self.host else 1
         return make_plan(self.current, self.wanted, self.limits(), free, cpus)
 
