@@ -225,7 +225,7 @@ def test_second_pvd_refuses_to_start(engine: Engine):
 def raw_exchange(engine: Engine, payload: bytes) -> dict:
     with socket.socket(socket.AF_UNIX) as sock:
         sock.connect(str(engine.runtime / "pvd.sock"))
-        with contextlib.suppress(BrokenPipeError):  # pvd answers an oversized request, then hangs up
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # pvd answers an oversized request, then hangs up
             sock.sendall(payload)
         data = b""
         while not data.endswith(b"\n"):

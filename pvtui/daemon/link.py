@@ -9,12 +9,18 @@ from typing import Any
 
 from pvtui.daemon import protocol
 from pvtui.daemon.protocol import ProtocolError
+from pvtui.errors import PvtuiError
 
 REQUEST_TIMEOUT_S = 15.0
 
 
-class MonitorGone(Exception):
-    """The monitor's connection closed (it exited or was killed)."""
+class MonitorGone(PvtuiError):
+    """The monitor's connection closed (it exited or was killed); a request for it is answered ``gone``."""
+
+    code = "gone"
+
+    def __init__(self) -> None:
+        super().__init__("The domain's monitor is gone", "It exited or was killed; see pvtui list.")
 
 
 class MonitorLink:

@@ -14,16 +14,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from pvtui.daemon import paths, protocol
+from pvtui.daemon.ops import MONITOR_OPS
 from pvtui.daemon.protocol import ProtocolError
+from pvtui.daemon.serve import serve_requests
 from pvtui.domain.limits import SHUTDOWN_TIMEOUT_S
 from pvtui.domain.schema import DomainConfig
 from pvtui.engine.abi import ShutdownReason
@@ -31,21 +33,7 @@ from pvtui.engine.domain import Domain, DomainEvent
 from pvtui.engine.lifecycle import RestartGuard, action_for
 from pvtui.errors import PvtuiError
 
-MONITOR_OPS: dict[str, dict[str, Any]] = {
-    "hello": {},
-    "stats": {},
-    "console": {"offset?": int},
-    "hypercalls": {"after?": int, "limit?": int},
-    "pause": {},
-    "unpause": {},
-    "shutdown": {"reason?": str, "timeout?": (int, float)},
-    "destroy": {},
-    "vcpu_set": {"count": int},
-    "vcpu_pin": {"vcpu": int, "cpus": (list, type(None))},
-    "mem_set": {"bytes": int},
-    "mem_max": {"bytes": int},
-    "subscribe": {},
-}
+log = logging.getLogger("monitor")
 
 
 @dataclass(frozen=True)
@@ -165,88 +153,97 @@ class Monitor:
         self._push("lifecycle", {"what": "destroyed", **detail})
         self._exit.set()
 
-    # --- requests ----------------------------------------------------------------
+    # --- requests (pvd's, over the monitor socket) ---------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            while True:
-                try:
-                    line = await reader.readline()
-                except (ValueError, asyncio.LimitOverrunError):
-                    writer.write(protocol.reply_error(None, ProtocolError("too_large", "Request too large", "")))
-                    break
-                if not line:
-                    break
-                request_id = None
-                try:
-                    message = protocol.decode(line)
-                    request_id = message.get("id") if isinstance(message.get("id"), int) else None
-                    request = protocol.parse_request(message, MONITOR_OPS)
-                    if request.op == "subscribe":
-                        self._sinks.add(writer)
-                        result: Any = {"subscribed": True}
-                    else:
-                        result = await self._handle(request.op, request.args)
-                    writer.write(protocol.reply_ok(request.id, result))
-                except ProtocolError as exc:
-                    writer.write(protocol.reply_error(request_id, exc))
-                except PvtuiError as exc:
-                    writer.write(protocol.reply_error(request_id, ProtocolError("refused", exc.title, exc.message)))
-                except Exception as exc:  # a bug in one request must not cut pvd off from the domain
-                    traceback.print_exc()
-                    error = ProtocolError(
-                        "internal", "Internal monitor error", f"{exc!r}; see the domain's monitor log."
-                    )
-                    writer.write(protocol.reply_error(request_id, error))
-                await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+            await serve_requests(reader, writer, MONITOR_OPS, self, writer, log)
         finally:
             self._sinks.discard(writer)
             writer.close()
 
-    async def _handle(self, op: str, args: dict[str, Any]) -> Any:
-        domain = self.domain
-        assert domain is not None  # built before the socket exists
-        run = self.loop.run_in_executor
-        if op == "hello":
-            return {"name": self.name, "domid": self.spec.domid, "pid": os.getpid(), "state": domain.state.value}
-        if op == "stats":
-            return self.stats()
-        if op == "console":
-            data = domain.console.contents()
-            total = domain.console.total_bytes
-            start = max(0, args.get("offset", 0) - (total - len(data)))
-            return {"text": data[start:].decode("utf-8", errors="replace"), "offset": total}
-        if op == "hypercalls":
-            records = domain.accounting.records(args.get("after", 0))
-            limit = args.get("limit", 1000)
-            return [r.to_dict() for r in records[-limit:]]
-        if op == "pause":
-            await run(None, domain.pause)
-        elif op == "unpause":
-            domain.unpause()
-        elif op == "shutdown":
-            reason = args.get("reason", "poweroff")
-            if reason not in ("poweroff", "reboot"):
-                raise ProtocolError("bad_args", "Bad shutdown reason", "Use poweroff or reboot.")
-            if domain.finished:
-                raise PvtuiError(f"{self.name} is already {domain.state.value}", "Destroy it instead.")
-            domain.request_shutdown(ShutdownReason[reason])
-            timeout = float(args.get("timeout", SHUTDOWN_TIMEOUT_S))
-            self._shutdown_timer = self.loop.call_later(timeout, self._shutdown_timed_out, domain)
-        elif op == "destroy":
-            self.loop.call_soon(self._finish, {"reason": "destroyed", "action": "destroy", "crash_reason": None})
-        elif op == "vcpu_set":
-            await run(None, domain.set_online_vcpus, args["count"])
-        elif op == "vcpu_pin":
-            cpus = args["cpus"]
-            if cpus is not None and not all(isinstance(c, int) and not isinstance(c, bool) for c in cpus):
-                raise ProtocolError("bad_args", "Bad CPU list", "cpus is a list of CPU numbers or null.")
-            domain.pin_vcpu(args["vcpu"], set(cpus) if cpus is not None else None)
-        elif op == "mem_set":
-            domain.set_balloon_target(args["bytes"])
-        elif op == "mem_max":
-            await run(None, domain.grow_memory, args["bytes"])
+    @property
+    def _domain(self) -> Domain:
+        assert self.domain is not None  # built before the socket exists
+        return self.domain
+
+    def _in_thread(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """A request that waits on vCPU threads runs off the event loop (events keep flowing)."""
+        return self.loop.run_in_executor(None, fn, *args)
+
+    @MONITOR_OPS.op("hello")
+    async def op_hello(self, writer: asyncio.StreamWriter, args: dict[str, Any]) -> Any:
+        return {"name": self.name, "domid": self.spec.domid, "pid": os.getpid(), "state": self._domain.state.value}
+
+    @MONITOR_OPS.op("subscribe")
+    async def op_subscribe(self, writer: asyncio.StreamWriter, args: dict[str, Any]) -> Any:
+        self._sinks.add(writer)
+        return {"subscribed": True}
+
+    @MONITOR_OPS.op("stats")
+    async def op_stats(self, writer: asyncio.StreamWriter, args: dict[str, Any]) -> Any:
+        return self.stats()
+
+    @MONITOR_OPS.op("console", {"offset?": int})
+    async def op_console(self, writer: asyncio.StreamWriter, args: dict[str, Any]) -> Any:
+        console = self._domain.console
+        data, total = console.contents(), console.total_bytes
+        start = max(0, args.get("offset", 0) - (total - len(data)))
+        return {"text": data[start:].decode("utf-8", errors="replace"), "offset": total}
+
+    @MONITOR_OPS.op("hypercalls", {"after?": int, "limit?": int})
+    async def op_hypercalls(self, writer: asyncio.StreamWriter, args: dict[str, Any]) -> Any:
+        records = self._domain.accounting.records(args.get("after", 0))
+        return [r.to_dict() for r in records[-args.get("limit", 1000) :]]
+
+    @MONITOR_OPS.op("pause")
+    async def op_pause(self, writer: asyncio.StreamWriter, args: dict[str, Any]) -> Any:
+        await self._in_thread(self._domain.pause)
+        return self.stats()
+
+    @MONITOR_OPS.op("unpause")
+    async def op_unpause(self, writer: asyncio.StreamWriter, args: dict[str, Any]) -> Any:
+        self._domain.unpause()
+        return self.stats()
+
+    @MONITOR_OPS.op("shutdown", {"reason?": str, "timeout?": (int, float)})
+    async def op_shutdown(self, writer: asyncio.StreamWriter, args: dict[str, Any]) -> Any:
+        domain = self._domain
+        reason = args.get("reason", "poweroff")
+        if reason not in ("poweroff", "reboot"):
+            raise ProtocolError("bad_args", "Bad shutdown reason", "Use poweroff or reboot.")
+        if domain.finished:
+            raise PvtuiError(f"{self.name} is already {domain.state.value}", "Destroy it instead.")
+        domain.request_shutdown(ShutdownReason[reason])
+        timeout = float(args.get("timeout", SHUTDOWN_TIMEOUT_S))
+        self._shutdown_timer = self.loop.call_later(timeout, self._shutdown_timed_out, domain)
+        return self.stats()
+
+    @MONITOR_OPS.op("destroy")
+    async def op_destroy(self, writer: asyncio.StreamWriter, args: dict[str, Any]) -> Any:
+        self.loop.call_soon(self._finish, {"reason": "destroyed", "action": "destroy", "crash_reason": None})
+        return self.stats()
+
+    @MONITOR_OPS.op("vcpu_set", {"count": int})
+    async def op_vcpu_set(self, writer: asyncio.StreamWriter, args: dict[str, Any]) -> Any:
+        await self._in_thread(self._domain.set_online_vcpus, args["count"])
+        return self.stats()
+
+    @MONITOR_OPS.op("vcpu_pin", {"vcpu": int, "cpus": (list, type(None))})
+    async def op_vcpu_pin(self, writer: asyncio.StreamWriter, args: dict[str, Any]) -> Any:
+        cpus = args["cpus"]
+        if cpus is not None and not all(isinstance(c, int) and not isinstance(c, bool) for c in cpus):
+            raise ProtocolError("bad_args", "Bad CPU list", "cpus is a list of CPU numbers or null.")
+        self._domain.pin_vcpu(args["vcpu"], set(cpus) if cpus is not None else None)
+        return self.stats()
+
+    @MONITOR_OPS.op("mem_set", {"bytes": int})
+    async def op_mem_set(self, writer: asyncio.StreamWriter, args: dict[str, Any]) -> Any:
+        self._domain.set_balloon_target(args["bytes"])
+        return self.stats()
+
+    @MONITOR_OPS.op("mem_max", {"bytes": int})
+    async def op_mem_max(self, writer: asyncio.StreamWriter, args: dict[str, Any]) -> Any:
+        await self._in_thread(self._domain.grow_memory, args["bytes"])
         return self.stats()
 
     def _shutdown_timed_out(self, domain: Domain) -> None:

@@ -1,0 +1,255 @@
+"""pvd's monitors: starting them through the zygote, linking to them, losing them, on_crash.
+
+Also the registry's lifecycle: create (with admission control), destroy,
+reattach after a pvd restart, autostart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import psutil
+
+from pvtui.daemon import admission, paths
+from pvtui.daemon.link import MonitorGone, MonitorLink
+from pvtui.daemon.monitor import MonitorSpec
+from pvtui.daemon.protocol import ProtocolError
+from pvtui.daemon.records import DomainRecord
+from pvtui.daemon.stats import PvdStats
+from pvtui.domain.loader import DomainFileError, load_domain_file
+from pvtui.domain.schema import DomainConfig
+from pvtui.engine.lifecycle import RestartGuard
+from pvtui.errors import PvtuiError
+
+log = logging.getLogger("pvd")
+
+
+class PvdMonitors(PvdStats):
+    """The domain registry and its monitor processes."""
+
+    async def _reattach(self) -> None:
+        """Find monitors left running by an earlier pvd and take them back, counters and all."""
+        for state_file in sorted(paths.domains_dir().glob("*.json")):
+            try:
+                data = json.loads(state_file.read_text())
+                spec = MonitorSpec.from_dict(data)
+                config = DomainConfig.model_validate(spec.config)
+                pid = int(data["pid"])
+            except (OSError, ValueError, KeyError, PvtuiError) as exc:
+                log.warning("ignoring %s: %s", state_file, exc)
+                continue
+            if not psutil.pid_exists(pid):
+                self._remove_monitor_files(spec.name)
+                continue
+            record = DomainRecord(spec, config, pid=pid, weight=config.cpu_weight, cap=config.cpu_cap)
+            try:
+                await self._link(record)
+            except OSError as exc:
+                log.warning("cannot reattach %s (pid %d): %s", spec.name, pid, exc)
+                continue
+            self.records[spec.name] = record
+            await self._refresh(record)
+            log.info("reattached %s (pid %d)", spec.name, pid)
+
+    async def _autostart(self) -> None:
+        if self.domains_dir is None or not self.domains_dir.is_dir():
+            return
+        for path in sorted(self.domains_dir.glob("*.yaml")):
+            try:
+                config = load_domain_file(path)
+            except DomainFileError as exc:
+                log.warning("%s", exc.message)
+                continue
+            if config.autostart and config.name not in self.records:
+                try:
+                    await self._create(config, str(path.resolve()))
+                except PvtuiError as exc:
+                    log.warning("autostart of %s failed: %s: %s", config.name, exc.title, exc.message)
+
+    # --- monitors -------------------------------------------------------------------
+    async def _spawn(self, spec: MonitorSpec) -> int:
+        assert self._zygote_stream is not None
+        reader, writer = self._zygote_stream
+        async with self._zygote_lock:
+            writer.write(json.dumps(spec.__dict__).encode() + b"\n")
+            await writer.drain()
+            line = await reader.readline()
+        if not line:
+            raise PvtuiError("The engine's zygote died", "Restart pvd: pvtui engine stop, then any pvtui command.")
+        status = json.loads(line)
+        if not status.get("ok"):
+            raise PvtuiError(status.get("title", "Domain did not start"), status.get("message", ""))
+        return int(status["pid"])
+
+    async def _link(self, record: DomainRecord) -> None:
+        name = record.name
+
+        def on_event(message: dict[str, Any]) -> None:
+            self._monitor_event(record, message)
+
+        def on_lost() -> None:
+            asyncio.get_running_loop().create_task(self._monitor_lost(record))
+
+        record.link = await MonitorLink.connect(paths.monitor_socket(name), on_event, on_lost)
+
+    def _monitor_event(self, record: DomainRecord, message: dict[str, Any]) -> None:
+        kind = message.get("event", "")
+        data = message.get("data") or {}
+        if kind == "state":
+            record.state = data.get("state", record.state)
+        elif kind == "lifecycle":
+            what = data.get("what")
+            if what == "destroyed":
+                record.expect_exit = True
+            if data.get("crash_reason"):
+                record.crash_reason = data["crash_reason"]
+            if what in ("destroyed", "restarted", "preserved", "crash_loop"):
+                for waiter in record.lifecycle_waiters:
+                    if not waiter.done():
+                        waiter.set_result(what)
+        self._broadcast(kind, record.name, data)
+
+    async def _monitor_lost(self, record: DomainRecord) -> None:
+        if self.records.get(record.name) is not record:
+            return
+        record.link = None
+        if self._stop.is_set():
+            return
+        if record.expect_exit:
+            self._forget(record, "destroyed")
+            return
+        if record.pid and _alive(record.pid):
+            # Only the connection broke: the monitor still runs its domain. Reconnect.
+            for _ in range(50):
+                with contextlib.suppress(OSError):
+                    await self._link(record)
+                    log.warning("%s: reconnected to its monitor", record.name)
+                    return
+                if not _alive(record.pid):
+                    break
+                await asyncio.sleep(0.1)
+        reason = f"monitor process {record.pid} died"
+        log.warning("%s: %s; on_crash=%s", record.name, reason, record.config.on_crash)
+        record.crash_reason = reason
+        action = record.config.on_crash
+        self._broadcast(
+            "lifecycle", record.name, {"what": "stopped", "reason": "crash", "action": action, "crash_reason": reason}
+        )
+        for waiter in record.lifecycle_waiters:
+            if not waiter.done():
+                waiter.set_result("crashed")
+        if action == "restart" and record.guard.allow():
+            self._forget(record, "restarting")
+            try:
+                await self._create(record.config, record.spec.definition, domid=record.spec.domid, guard=record.guard)
+            except PvtuiError as exc:
+                log.warning("restart of %s failed: %s", record.name, exc)
+        elif action == "preserve":
+            record.state = "crashed"
+            self._broadcast("state", record.name, {"state": "crashed", "detail": reason})
+        else:
+            self._forget(record, "destroyed")
+
+    def _forget(self, record: DomainRecord, what: str) -> None:
+        self.records.pop(record.name, None)
+        task = asyncio.get_running_loop().create_task(self._detach_when_gone(record.name, record.pid))
+        self._detaching.add(task)
+        task.add_done_callback(self._detaching.discard)
+        self._remove_monitor_files(record.name)
+        follower = self._hypercall_tasks.pop(record.name, None)
+        if follower:
+            follower.cancel()
+        self._broadcast("state", record.name, {"state": "dead", "detail": what})
+
+    async def _detach_when_gone(self, name: str, pid: int | None) -> None:
+        """Remove the domain's cgroup once its monitor has exited (a busy group cannot go)."""
+        deadline = time.monotonic() + 10
+        while pid and psutil.pid_exists(pid) and time.monotonic() < deadline:
+            with contextlib.suppress(psutil.Error):
+                if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                    break
+            await asyncio.sleep(0.02)
+        if name not in self.records:
+            self.cpu.detach(name)
+
+    @staticmethod
+    def _remove_monitor_files(name: str) -> None:
+        for path in (paths.monitor_socket(name), paths.monitor_state(name)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    async def _create(
+        self, config: DomainConfig, definition: str | None, domid: int | None = None, guard: RestartGuard | None = None
+    ) -> DomainRecord:
+        async with self._registry_lock:
+            if config.name in self.records:
+                raise PvtuiError(
+                    f"A domain named {config.name} exists",
+                    "Destroy it first (pvtui destroy NAME) or rename the new one.",
+                )
+            admission.check_memory(config.memory, f"domain {config.name}")
+            for vcpu in range(config.maxvcpus_or_vcpus):
+                admission.check_cpus(config.vcpu_affinity(vcpu), f"{config.name} vCPU {vcpu}")
+            if config.cpu_cap and not self.cpu.can_cap:
+                self.cpu.apply(config.name, os.getpid(), config.cpu_weight, config.cpu_cap)  # raises the reason
+            from pvtui.guest.build import bundled_kernel
+
+            kernel = config.kernel or str(bundled_kernel())
+            if domid is None:
+                domid = max((r.spec.domid for r in self.records.values()), default=0) + 1
+            spec = MonitorSpec(config.name, domid, config.model_dump(mode="json"), definition, kernel)
+            pid = await self._spawn(spec)
+            record = DomainRecord(spec, config, pid=pid, weight=config.cpu_weight, cap=config.cpu_cap)
+            if guard is not None:
+                record.guard = guard
+            await self._link(record)
+            self.records[config.name] = record
+        # Joining a cgroup costs 10-25 ms on cgroup v1 (an RCU grace period): it runs in a
+        # worker thread beside the reply, so the guest runs unweighted for those milliseconds.
+        self._attach_cpu_control(record)
+        await self._refresh(record)
+        self._broadcast("state", config.name, {"state": record.state, "detail": "created"})
+        log.info("created %s (domid %d, pid %d)", config.name, domid, pid)
+        return record
+
+    def _attach_cpu_control(self, record: DomainRecord) -> None:
+        def attach() -> None:
+            try:
+                self.cpu.attach(record.name, record.pid or 0, record.weight, record.cap)
+            except (OSError, PvtuiError) as exc:
+                log.warning("%s: cannot apply weight/cap: %s", record.name, exc)
+
+        task = asyncio.get_running_loop().run_in_executor(None, attach)
+        record.cpu_attached = task
+
+    async def _destroy(self, record: DomainRecord) -> dict[str, Any]:
+        record.expect_exit = True
+        record.state = "dying"
+        if record.link is not None:
+            with contextlib.suppress(MonitorGone, ProtocolError, asyncio.TimeoutError):
+                await record.link.request("destroy")
+            deadline = time.monotonic() + 5
+            while record.link is not None and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+        if record.pid and psutil.pid_exists(record.pid) and record.link is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(record.pid, signal.SIGKILL)
+            while record.link is not None:
+                await asyncio.sleep(0.01)
+        if self.records.get(record.name) is record:
+            self._forget(record, "destroyed")
+        return {"name": record.name, "state": "dead"}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

@@ -1,0 +1,109 @@
+"""What pvd keeps per domain and per client, and the state every part of pvd shares.
+
+``PvdState`` declares the shared fields; ``PvdStats`` (``stats.py``),
+``PvdMonitors`` (``monitors.py``) and ``Pvd`` (``server.py``) build on it,
+one concern each: the 1 Hz figures, the monitor processes, the requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pvtui.daemon.cpucontrol import CpuControl
+from pvtui.daemon.link import MonitorLink
+from pvtui.daemon.monitor import MonitorSpec
+from pvtui.daemon.rates import DomainRates
+from pvtui.daemon.zygote import Zygote
+from pvtui.domain.schema import DomainConfig
+from pvtui.engine.lifecycle import RestartGuard
+
+TOPICS = {"stats", "state", "console", "hypercalls", "lifecycle"}
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+@dataclass
+class DomainRecord:
+    spec: MonitorSpec
+    config: DomainConfig
+    pid: int | None = None
+    link: MonitorLink | None = None
+    state: str = "running"
+    stats: dict[str, Any] | None = None
+    rates: DomainRates = field(default_factory=DomainRates)
+    weight: int = 256
+    cap: int = 0
+    expect_exit: bool = False
+    crash_reason: str | None = None
+    guard: RestartGuard = field(default_factory=RestartGuard)
+    lifecycle_waiters: list[asyncio.Future[str]] = field(default_factory=list)
+    last_seq: int = 0
+    cpu_attached: asyncio.Future[None] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def summary(self) -> dict[str, Any]:
+        stats = self.stats or {}
+        memory = stats.get("memory") or {}
+        return {
+            "name": self.name,
+            "domid": self.spec.domid,
+            "state": self.state,
+            "pid": self.pid,
+            "cpu_s": round(sum(v["cpu_time_s"] for v in stats.get("vcpus", [])), 3),
+            "cpu_percent": _rounded(self.rates.cpu_percent, 2),
+            "engine_cpu_percent": _rounded(self.rates.engine_cpu_percent, 3),
+            "vcpus_online": stats.get("online_vcpus", 0),
+            "vcpus_max": self.config.maxvcpus_or_vcpus,
+            "memory": memory,
+            "hypercalls_total": stats.get("hypercalls_total", 0),
+            "hypercalls_per_s": _rounded(self.rates.hypercalls_per_s, 1),
+            "uptime_s": round(stats.get("uptime_s", 0.0), 2),
+            "weight": self.weight,
+            "cap": self.cap,
+            "definition": self.spec.definition,
+            "restarts": stats.get("restarts", 0),
+            "crash_reason": self.crash_reason or stats.get("crash_reason"),
+            "personality": stats.get("personality", "pvtui"),
+            # pvd's clock when this was put together: a client holding two
+            # summaries (an event in flight, a reply) keeps the newer one.
+            "as_of": time.monotonic(),
+            # When the monitor read the counters above (cpu_s, hypercalls_total):
+            # a client taking its own rates divides by the difference of these.
+            "sampled_s": stats.get("sampled_s"),
+        }
+
+
+@dataclass(eq=False)
+class ClientConn:
+    writer: asyncio.StreamWriter
+    topics: set[str] = field(default_factory=set)
+    domains: set[str] | None = None
+
+    def wants(self, topic: str, domain: str | None) -> bool:
+        return topic in self.topics and (self.domains is None or domain is None or domain in self.domains)
+
+
+class PvdState:
+    """The fields every part of pvd reads and writes (one event loop: no locks but the two below)."""
+
+    zygote: Zygote
+    domains_dir: Path | None
+    records: dict[str, DomainRecord]
+    clients: set[ClientConn]
+    cpu: CpuControl
+    started: float
+    _stop: asyncio.Event
+    _registry_lock: asyncio.Lock
+    _zygote_lock: asyncio.Lock
+    _zygote_stream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None
+    _hypercall_tasks: dict[str, asyncio.Task[None]]
+    _detaching: set[asyncio.Task[None]]
