@@ -122,7 +122,7 @@ async def mem_set_1g(client, domains: Path, rounds: int) -> float:
         summary = await client.create(path)
         monitor = psutil.Process(summary.pid)
         # Wait for the guest's own report that its whole working set is resident.
-        while (await client.info("balloon"))["stats"]["memory"]["guest_used_bytes"] < 1390 * MIB:
+        while (stats := (await client.info("balloon")).stats) is None or stats.memory.guest_used_bytes < 1390 * MIB:
             await asyncio.sleep(0.05)
         before = monitor.memory_info().rss
         start = time.perf_counter()
@@ -139,7 +139,7 @@ async def overhead_mib(client, domains: Path) -> float:
     await asyncio.sleep(1.5)
     info = await client.info("lean")
     uss = psutil.Process(summary.pid).memory_full_info().uss
-    guest = info["stats"]["memory"]["rss_bytes"]
+    guest = info.stats.memory.rss_bytes if info.stats else 0
     await client.destroy("lean")
     return (uss - guest) / MIB
 

@@ -63,7 +63,7 @@ def test_pvtui_in_tmux(engine: Engine, pvtui_session: str):
     try:
         wait_screen(session, "NAME", "tmuxdom", "host:")
         keys(session, "?")
-        wait_screen(session, "pvtui keys", "command palette")
+        wait_screen(session, "pvtui keys", "open a domain / back")
         keys(session, "Escape")
         wait_screen(session, "pvtui keys", absent=True)
         keys(session, "Enter")

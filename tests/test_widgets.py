@@ -72,3 +72,24 @@ async def test_live_text_skips_identical_text():
         text.show("three, longer")  # another shape: layout
         assert updates == [("two", False), ("six", False), ("three, longer", True)]
         assert str(text.render()) == "three, longer"
+
+
+def test_every_key_is_declared_once_and_the_readme_table_is_current():
+    """The key bar, palette, help and README all come from pvtui/ui/actions.py."""
+    from pathlib import Path
+
+    from pvtui.ui import actions
+    from pvtui.ui.app import PvtuiApp
+    from pvtui.ui.screens.help import HELP
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert actions.readme_with_table(readme) == readme, "run: python -m pvtui.ui.actions --readme"
+    for _, keys in actions.SECTIONS:
+        for key in keys:
+            assert f"| {key.shown} | {key.help} |" in HELP
+    bound = {(b.key, b.action) for b in PvtuiApp.BINDINGS if not isinstance(b, tuple)}
+    for key in actions.APP:
+        for pair in key.bindings:
+            assert pair in bound or pair[1] == "noop"
+    palette_actions = {action for action, _, _ in actions.palette()}
+    assert {"create", "destroy", "vcpus_delta(1)", "memory_delta(-1)", "rebalance"} <= palette_actions

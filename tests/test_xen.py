@@ -117,7 +117,7 @@ def test_xtf_example_under_pvd(xtf: Path, engine: Engine):
             # and the guest goes on to print its result.
             assert max(i for i, op in enumerate(ops) if op == "console_io") > ops.index("trap_UD")
             info = await client.info("xtfex")
-            assert "trap_UD" in info["stats"]["hypercalls_per_op"]
+            assert info.stats is not None and "trap_UD" in info.stats.hypercalls_per_op
 
     asyncio.run(check())
     engine.ok("destroy", "xtfex")

@@ -21,9 +21,10 @@ from pvtui.cli.exitcodes import ExitCode
 from pvtui.cli.xtf import EXIT_CODES as XTF_EXIT_CODES
 from pvtui.cli.xtf import is_xtf_console, xtf_result
 from pvtui.domain.loader import DomainFileError, load_domain_file
+from pvtui.domain.model import DomainStats
 from pvtui.domain.schema import DomainConfig
 from pvtui.engine.abi import ShutdownReason
-from pvtui.engine.domain import Domain, DomainStats
+from pvtui.engine.domain import Domain
 from pvtui.engine.lifecycle import MAX_RESTARTS, RESTART_WINDOW_S, RestartGuard, action_for
 from pvtui.errors import PvtuiError
 
@@ -163,7 +164,7 @@ def _finish(domain: Domain, summary: bool) -> None:
 
 
 def format_summary(stats: DomainStats) -> str:
-    lines = [f"--- {stats.name}: {stats.state.value} after {stats.uptime_s:.2f}s ---", "hypercalls:"]
+    lines = [f"--- {stats.name}: {stats.state} after {stats.uptime_s:.2f}s ---", "hypercalls:"]
     width = max((len(op) for op in stats.hypercalls_per_op), default=8)
     for op, count in sorted(stats.hypercalls_per_op.items(), key=lambda item: -item[1]):
         rate = count / stats.uptime_s if stats.uptime_s else 0.0

@@ -83,7 +83,7 @@ async def cmd_shutdown(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         _json(result)
     elif args.wait:
-        print(f"{args.domain}: {result.get('outcome')}")
+        print(f"{args.domain}: {result.outcome}")
     else:
         print(f"asked {args.domain} to shut down (destroyed after {args.timeout:g}s if it does not)")
     return ExitCode.OK
@@ -94,7 +94,7 @@ async def cmd_vcpu_set(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         _json(stats)
     else:
-        print(f"{args.domain}: {stats['online_vcpus']} of {stats['max_vcpus']} vCPUs online")
+        print(f"{args.domain}: {stats.online_vcpus} of {stats.max_vcpus} vCPUs online")
     return ExitCode.OK
 
 
@@ -131,21 +131,21 @@ async def cmd_sched_credit(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         _json(result)
     else:
-        print(f"{'Name':<20} {'Weight':>6} {'Cap':>4}  ({result['backend']})")
-        print(f"{result['name']:<20} {result['weight']:>6} {result['cap']:>4}")
+        print(f"{'Name':<20} {'Weight':>6} {'Cap':>4}  ({result.backend})")
+        print(f"{result.name:<20} {result.weight:>6} {result.cap:>4}")
     return ExitCode.OK
 
 
 async def cmd_mem(client: Client, args: argparse.Namespace) -> int:
     op = client.mem_set if args.verb == "mem-set" else client.mem_max
     stats = await op(args.domain, args.size)
-    memory = stats["memory"]
+    memory = stats.memory
     if args.json:
         _json(stats)
     else:
         print(
-            f"{args.domain}: target {memory['target_bytes'] // MIB} MiB, present {memory['present_bytes'] // MIB} MiB, "
-            f"max {memory['max_bytes'] // MIB} MiB"
+            f"{args.domain}: target {memory.target_bytes // MIB} MiB, present {memory.present_bytes // MIB} MiB, "
+            f"max {memory.max_bytes // MIB} MiB"
         )
     return ExitCode.OK
 
@@ -208,10 +208,10 @@ async def cmd_log(client: Client, args: argparse.Namespace) -> int:
 
 async def _log_stats(client: Client, args: argparse.Namespace) -> int:
     info = await client.info(args.domain)
-    stats = info["stats"] or {}
-    per_op: dict[str, int] = stats.get("hypercalls_per_op", {})
-    uptime = max(stats.get("uptime_s", 0.0), 1e-9)
-    rates: dict[str, float] = info.get("op_rates", {})
+    stats = info.stats
+    per_op = stats.hypercalls_per_op if stats else {}
+    uptime = max(stats.uptime_s if stats else 0.0, 1e-9)
+    rates = info.op_rates
     if args.json:
         _json(
             {op: {"count": n, "per_s_uptime": n / uptime, "per_s_now": rates.get(op, 0.0)} for op, n in per_op.items()}
@@ -223,7 +223,7 @@ async def _log_stats(client: Client, args: argparse.Namespace) -> int:
     for op, n in sorted(per_op.items(), key=lambda item: -item[1]):
         share = 100 * n / total if total else 0
         print(f"{op:<20} {n:>12} {share:>6.1f} {n / uptime:>10.1f} {rates.get(op, 0.0):>10.1f}")
-    per_vcpu = stats.get("hypercalls_per_vcpu", {})
+    per_vcpu = stats.hypercalls_per_vcpu if stats else {}
     if per_vcpu:
         print("per vCPU: " + ", ".join(f"vcpu{v}={n}" for v, n in per_vcpu.items()))
     return ExitCode.OK
@@ -309,15 +309,18 @@ async def cmd_engine(client: Client | None, args: argparse.Namespace) -> int:
     try:
         if args.action == "stop":
             result = await client.engine_stop(destroy_domains=args.destroy_domains)
-            print(result if args.json else f"pvd stopping; {result['domains_left']} domains keep running")
+            if args.json:
+                _json(result)
+            else:
+                print(f"pvd stopping; {result.domains_left} domains keep running")
             return ExitCode.OK
         hello = await client.hello()
         if args.json:
             _json(hello)
         else:
             print(
-                f"pvd {hello['version']} running, pid {hello['pid']}, {hello['domains']} domains, "
-                f"runtime {hello['runtime_dir']}, domains from {hello['domains_dir']}, cpu control {hello['cpu_control']}"
+                f"pvd {hello.version} running, pid {hello.pid}, {hello.domains} domains, "
+                f"runtime {hello.runtime_dir}, domains from {hello.domains_dir}, cpu control {hello.cpu_control}"
             )
         return ExitCode.OK
     finally:

@@ -16,7 +16,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from pvtui.client.models import DomainSummary, HostInfo, HypercallInfo, VcpuInfo
+from pvtui.client.models import (
+    Destroyed,
+    DomainInfo,
+    DomainStats,
+    DomainSummary,
+    EngineHello,
+    EngineStopping,
+    HostInfo,
+    HypercallInfo,
+    SchedCredit,
+    ShutdownRequest,
+    VcpuInfo,
+)
 from pvtui.daemon import paths
 from pvtui.daemon.protocol import MAX_MESSAGE_BYTES, Channel
 from pvtui.domain.limits import SHUTDOWN_TIMEOUT_S
@@ -121,8 +133,8 @@ class Client:
             yield message
 
     # --- typed calls ------------------------------------------------------------------------
-    async def hello(self) -> dict[str, Any]:
-        return await self.call("hello")
+    async def hello(self) -> EngineHello:
+        return EngineHello.from_dict(await self.call("hello"))
 
     async def host(self) -> HostInfo:
         return HostInfo.from_dict(await self.call("host"))
@@ -131,51 +143,51 @@ class Client:
         """Every domain; ``fresh`` has pvd read every monitor's counters first (not its last 1 Hz round)."""
         return [DomainSummary.from_dict(d) for d in await self.call("list", **({"fresh": True} if fresh else {}))]
 
-    async def info(self, name: str) -> dict[str, Any]:
-        return await self.call("info", name=name)
+    async def info(self, name: str) -> DomainInfo:
+        return DomainInfo.from_dict(await self.call("info", name=name))
 
     async def create(self, path: str | os.PathLike[str]) -> DomainSummary:
         return DomainSummary.from_dict(await self.call("create", path=str(Path(path).resolve())))
 
-    async def shutdown(self, name: str, wait: bool = False, timeout: float = SHUTDOWN_TIMEOUT_S) -> dict[str, Any]:
-        return await self.call("shutdown", name=name, wait=wait, timeout=timeout)
+    async def shutdown(self, name: str, wait: bool = False, timeout: float = SHUTDOWN_TIMEOUT_S) -> ShutdownRequest:
+        return ShutdownRequest.from_dict(await self.call("shutdown", name=name, wait=wait, timeout=timeout))
 
-    async def reboot(self, name: str) -> dict[str, Any]:
-        return await self.call("reboot", name=name)
+    async def reboot(self, name: str) -> ShutdownRequest:
+        return ShutdownRequest.from_dict(await self.call("reboot", name=name))
 
-    async def destroy(self, name: str) -> dict[str, Any]:
-        return await self.call("destroy", name=name)
+    async def destroy(self, name: str) -> Destroyed:
+        return Destroyed.from_dict(await self.call("destroy", name=name))
 
-    async def pause(self, name: str) -> dict[str, Any]:
-        return await self.call("pause", name=name)
+    async def pause(self, name: str) -> DomainStats:
+        return DomainStats.from_dict(await self.call("pause", name=name))
 
-    async def unpause(self, name: str) -> dict[str, Any]:
-        return await self.call("unpause", name=name)
+    async def unpause(self, name: str) -> DomainStats:
+        return DomainStats.from_dict(await self.call("unpause", name=name))
 
-    async def vcpu_set(self, name: str, count: int) -> dict[str, Any]:
-        return await self.call("vcpu_set", name=name, count=count)
+    async def vcpu_set(self, name: str, count: int) -> DomainStats:
+        return DomainStats.from_dict(await self.call("vcpu_set", name=name, count=count))
 
     async def vcpu_list(self, name: str) -> list[VcpuInfo]:
         return [VcpuInfo.from_dict(v) for v in await self.call("vcpu_list", name=name)]
 
-    async def vcpu_pin(self, name: str, vcpu: int, cpus: str) -> dict[str, Any]:
-        return await self.call("vcpu_pin", name=name, vcpu=vcpu, cpus=cpus)
+    async def vcpu_pin(self, name: str, vcpu: int, cpus: str) -> DomainStats:
+        return DomainStats.from_dict(await self.call("vcpu_pin", name=name, vcpu=vcpu, cpus=cpus))
 
-    async def sched_credit(self, name: str, weight: int | None = None, cap: int | None = None) -> dict[str, Any]:
+    async def sched_credit(self, name: str, weight: int | None = None, cap: int | None = None) -> SchedCredit:
         args: dict[str, Any] = {"name": name}
         if weight is not None:
             args["weight"] = weight
         if cap is not None:
             args["cap"] = cap
-        return await self.call("sched_credit", **args)
+        return SchedCredit.from_dict(await self.call("sched_credit", **args))
 
-    async def mem_set(self, name: str, size: int | str) -> dict[str, Any]:
+    async def mem_set(self, name: str, size: int | str) -> DomainStats:
         """Balloon target: ``size`` in bytes (int) or human units ("512M")."""
-        return await self.call("mem_set", name=name, size=_size_arg(size))
+        return DomainStats.from_dict(await self.call("mem_set", name=name, size=_size_arg(size)))
 
-    async def mem_max(self, name: str, size: int | str) -> dict[str, Any]:
+    async def mem_max(self, name: str, size: int | str) -> DomainStats:
         """Grow present memory to ``size`` (bytes, or "1G")."""
-        return await self.call("mem_max", name=name, size=_size_arg(size))
+        return DomainStats.from_dict(await self.call("mem_max", name=name, size=_size_arg(size)))
 
     async def console(self, name: str, offset: int = 0) -> tuple[str, int]:
         result = await self.call("console", name=name, offset=offset)
@@ -190,8 +202,8 @@ class Client:
             args["domains"] = domains
         await self.call("subscribe", **args)
 
-    async def engine_stop(self, destroy_domains: bool = False) -> dict[str, Any]:
-        return await self.call("engine_stop", destroy_domains=destroy_domains)
+    async def engine_stop(self, destroy_domains: bool = False) -> EngineStopping:
+        return EngineStopping.from_dict(await self.call("engine_stop", destroy_domains=destroy_domains))
 
 
 def _size_arg(size: int | str) -> str:

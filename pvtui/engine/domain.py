@@ -9,7 +9,6 @@ the guest, through hypercalls) make of it.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import struct
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pvtui.domain.limits import host_cpus, pin_problem, vcpu_count_problem
+from pvtui.domain.model import DomainStats, MemoryInfo, VcpuInfo
 from pvtui.domain.units import MIB
 from pvtui.engine import abi, layout
 from pvtui.engine.abi import ShutdownReason
@@ -63,52 +63,6 @@ class DomainEvent:
     domain: str
     state: DomainState
     detail: str = ""
-
-
-@dataclass(frozen=True)
-class VcpuStats:
-    id: int
-    state: str
-    online: bool
-    cpu_time_s: float
-    hypercalls: int
-    affinity: list[int] | None
-
-
-@dataclass(frozen=True)
-class MemoryStats:
-    boot_bytes: int
-    present_bytes: int
-    max_bytes: int
-    target_bytes: int
-    held_bytes: int
-    guest_used_bytes: int
-    rss_bytes: int
-
-
-@dataclass(frozen=True)
-class DomainStats:
-    name: str
-    state: DomainState
-    uptime_s: float
-    vcpus: list[VcpuStats]
-    memory: MemoryStats
-    hypercalls_per_op: dict[str, int]
-    hypercalls_total: int
-    shutdown_reason: str | None = None
-    crash_reason: str | None = None
-    #: ``time.monotonic()`` when these figures were read: rates are taken
-    #: between two samples' own times, never the time a reader received them.
-    sampled_s: float = 0.0
-    #: The guest ABI the kernel speaks: "pvtui" (docs/abi.md) or "xen" (Xen PV, docs/xen-abi.md).
-    personality: str = "pvtui"
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready form (the daemon's wire format)."""
-        data = dataclasses.asdict(self)
-        data["state"] = self.state.value
-        data["hypercalls_per_vcpu"] = {str(v.id): v.hypercalls for v in self.vcpus}
-        return data
 
 
 class Domain:
@@ -595,7 +549,7 @@ class Domain:
         cpu = self.vcpu_cpu_times()
         per_vcpu = self.accounting.per_vcpu()
         vcpus = [
-            VcpuStats(
+            VcpuInfo(
                 vcpu_id,
                 runner.state,
                 runner.is_up,
@@ -608,7 +562,7 @@ class Domain:
         alive = self._state not in (DomainState.DEAD,)
         reports = alive and self.xen is None  # a Xen PV guest reports no use of its own
         guest_used = struct.unpack_from("<Q", self.shared, abi.SI_GUEST_USED_PAGES)[0] if reports else 0
-        memory = MemoryStats(
+        memory = MemoryInfo(
             boot_bytes=self.config.memory,
             present_bytes=self.memory.size if alive else 0,
             max_bytes=self.config.maxmem_or_memory,
@@ -630,6 +584,7 @@ class Domain:
             self.crash_reason,
             sampled_s=time.monotonic(),
             personality=self.personality,
+            hypercalls_per_vcpu={str(v.id): v.hypercalls for v in vcpus},
         )
 
 

@@ -20,13 +20,14 @@ from typing import Any
 
 from textual import work
 from textual.app import App, SystemCommand
-from textual.binding import Binding
 from textual.message import Message
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
 
 from pvtui.client import Client, DomainSummary, EngineError, HostInfo, default_domains_dir
+from pvtui.domain.model import DomainInfo
 from pvtui.domain.units import MIB
+from pvtui.ui import actions
 from pvtui.ui.dialogs import ConfirmDialog, PickDialog, ValueDialog, cpus_check, int_check, size_check
 from pvtui.ui.screens.domain import DomainScreen
 from pvtui.ui.screens.domains import DomainsScreen
@@ -40,27 +41,6 @@ MEMORY_STEP = 64 * MIB
 #: the cursor settles); Enter uses them while they are this fresh.
 PREFETCH_FRESH_S = 1.5
 PREFETCH_SETTLE_S = 0.15
-
-#: (action, title, help) for the command palette; every keyed action is here.
-ACTIONS: list[tuple[str, str, str]] = [
-    ("create", "Create domain", "Start a domain from a definition in the domains directory"),
-    ("new_domain", "New domain from template", "Write a new definition and edit it"),
-    ("shutdown", "Shut down domain", "Ask the selected domain to power off"),
-    ("destroy", "Destroy domain", "Stop the selected domain at once (asks first)"),
-    ("pause", "Pause / unpause domain", "Stop or resume the selected domain's vCPUs"),
-    ("reboot", "Reboot domain", "Ask the selected domain to reboot"),
-    ("set_vcpus", "Set vCPUs", "Hot-plug or unplug vCPUs of the selected domain"),
-    ("vcpus_delta(1)", "Add a vCPU", "One vCPU more for the selected domain"),
-    ("vcpus_delta(-1)", "Remove a vCPU", "One vCPU less for the selected domain"),
-    ("set_memory", "Set memory target", "Balloon target of the selected domain"),
-    ("memory_delta(1)", "Memory +64M", "Raise the selected domain's balloon target"),
-    ("memory_delta(-1)", "Memory -64M", "Lower the selected domain's balloon target"),
-    ("pin", "Pin a vCPU", "Pin a vCPU of the selected domain to host CPUs"),
-    ("sched", "Weight and cap", "Credit-scheduler weight and cap of the selected domain"),
-    ("edit", "Edit definition", "Open the selected domain's YAML in the editor"),
-    ("rebalance", "Rebalance", "Move vCPUs and memory between domains"),
-    ("help", "Help", "Every key"),
-]
 
 
 @dataclass
@@ -86,26 +66,7 @@ class PvtuiApp(App[None]):
     CSS_PATH = "pvtui.tcss"
     TITLE = "pvtui"
     SUB_TITLE = "paravirtual domains on KVM"
-    BINDINGS = [
-        Binding("q", "quit", "Quit"),
-        Binding("question_mark", "help", "Help"),
-        Binding("n", "new_domain", "New", show=False),
-        Binding("c", "create", "Create"),
-        Binding("s", "shutdown", "Shutdown"),
-        Binding("D", "destroy", "Destroy"),
-        Binding("p", "pause", "Pause"),
-        Binding("r", "reboot", "Reboot", show=False),
-        Binding("plus", "vcpus_delta(1)", "+vCPU", show=False),
-        Binding("minus", "vcpus_delta(-1)", "-vCPU", show=False),
-        Binding("right_square_bracket", "memory_delta(1)", "+64M", show=False),
-        Binding("left_square_bracket", "memory_delta(-1)", "-64M", show=False),
-        Binding("v", "set_vcpus", "vCPUs", show=False),
-        Binding("m", "set_memory", "Memory", show=False),
-        Binding("i", "pin", "Pin", show=False),
-        Binding("w", "sched", "Weight/cap", show=False),
-        Binding("e", "edit", "Edit"),
-        Binding("b", "rebalance", "Rebalance"),
-    ]
+    BINDINGS = actions.bindings(actions.APP)
 
     def __init__(self, domains_dir: Path | None = None) -> None:
         super().__init__()
@@ -116,7 +77,7 @@ class PvtuiApp(App[None]):
         self.domains_screen = DomainsScreen()
         self.domain_screen = DomainScreen()
         self._domain_screen_built = False
-        self._prefetched: tuple[str, float, dict[str, Any]] | None = None  # (domain, when, info)
+        self._prefetched: tuple[str, float, DomainInfo] | None = None  # (domain, when, info)
 
     # --- engine ------------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -282,7 +243,7 @@ class PvtuiApp(App[None]):
             return
         self._show_domain(name, self.client, info)
 
-    def _show_domain(self, name: str, client: Client, info: dict[str, Any]) -> None:
+    def _show_domain(self, name: str, client: Client, info: DomainInfo) -> None:
         if self.screen is self.domains_screen:
             self.domain_screen.show_domain(name, client, info)
             self.push_screen("domain")
@@ -534,7 +495,7 @@ class PvtuiApp(App[None]):
     # --- command palette -----------------------------------------------------------------
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for action, title, help_text in ACTIONS:
+        for action, title, help_text in actions.palette():
             yield SystemCommand(title, help_text, lambda a=action: self.run_action(a))
 
 

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from textual import events, work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Input, RichLog, Static
 
 from pvtui.client import Client, EngineError, HypercallInfo
+from pvtui.domain.model import DomainInfo, DomainStats, MemoryInfo, VcpuInfo
+from pvtui.ui import actions
 from pvtui.ui.format import History, bar, duration, measured, mib, spark
 from pvtui.ui.table import LiveTable
 from pvtui.ui.widgets import KeyBar, LiveText, TabBar
@@ -52,10 +52,10 @@ MEMORY_ROWS = [
 ]
 
 
-def memory_gauge(memory: dict[str, int]) -> str:
-    top = max(memory.get("max_bytes", 0), memory.get("present_bytes", 0), 1)
+def memory_gauge(memory: MemoryInfo) -> str:
+    top = max(memory.max_bytes, memory.present_bytes, 1)
     return "\n".join(
-        f"{label:>10} {bar(memory.get(key, 0) / top, 18)} {mib(memory.get(key, 0)):>6} {source}"
+        f"{label:>10} {bar(getattr(memory, key) / top, 18)} {mib(getattr(memory, key)):>6} {source}"
         for label, key, source in MEMORY_ROWS
     )
 
@@ -98,14 +98,7 @@ class DomainScreen(Screen[None]):
     """
 
     AUTO_FOCUS = "#records"
-    BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back"),
-        Binding("f", "toggle_follow", "Follow/pause log"),
-        Binding("slash", "filter", "Filter log"),
-        Binding("c", "show_tab('console')", "Console"),
-        Binding("l", "show_tab('log')", "Log"),
-        Binding("t", "show_tab('rates')", "Rates"),
-    ]
+    BINDINGS = actions.bindings(actions.DOMAIN_VIEW)
 
     # Each names its domain: one still queued from the previous domain is dropped.
     @dataclass
@@ -122,7 +115,7 @@ class DomainScreen(Screen[None]):
     @dataclass
     class Info(Message):
         domain: str
-        info: dict[str, Any]
+        info: DomainInfo
 
     def __init__(self) -> None:
         super().__init__()
@@ -138,9 +131,9 @@ class DomainScreen(Screen[None]):
         self.log_start_ns = 0
         self.last_seq = 0
         self._last_sampled_s: float | None = None
-        self.last_info: dict[str, Any] | None = None
+        self.last_info: DomainInfo | None = None
 
-    def show_domain(self, name: str, client: Client, info: dict[str, Any] | None = None) -> None:
+    def show_domain(self, name: str, client: Client, info: DomainInfo | None = None) -> None:
         """Point the screen at ``name`` (``info`` from pvd, if fetched); it follows once shown."""
         self.domain_name, self.client = name, client
         self._forget_domain()
@@ -244,22 +237,22 @@ class DomainScreen(Screen[None]):
         if message.domain == self.domain_name:
             self._show_info(message.info)
 
-    def _show_info(self, info: dict[str, Any]) -> None:
+    def _show_info(self, info: DomainInfo) -> None:
         self.last_info = info
-        stats = info.get("stats") or {}
-        abi = "Xen PV" if info.get("personality") == "xen" else "pvtui ABI"
+        d, stats = info.summary, info.stats
+        abi = "Xen PV" if d.personality == "xen" else "pvtui ABI"
         flags = (
-            f"{info['state']}  {abi}  domid {info['domid']}  up {duration(info['uptime_s'])}  "
-            f"weight {info['weight']} cap {info['cap']}  guest CPU {measured(info.get('cpu_percent'), 0)}%  "
-            f"engine {_engine_percent(info.get('engine_cpu_percent'))}"
+            f"{d.state}  {abi}  domid {d.domid}  up {duration(d.uptime_s)}  "
+            f"weight {d.weight} cap {d.cap}  guest CPU {measured(d.cpu_percent, 0)}%  "
+            f"engine {_engine_percent(d.engine_cpu_percent)}"
         )
-        reason = f" │ [red]{info['crash_reason']}[/red]" if info.get("crash_reason") else ""
+        reason = f" │ [red]{d.crash_reason}[/red]" if d.crash_reason else ""
         self.query_one("#title", LiveText).show(f"{self.domain_name} │ {flags}{reason}")
-        self.query_one("#memory", LiveText).show(memory_gauge(stats.get("memory") or {}))
-        self._update_vcpus(stats.get("vcpus", []), stats.get("sampled_s"))
-        self._update_rates(stats, info.get("op_rates", {}))
+        self.query_one("#memory", LiveText).show(memory_gauge(stats.memory if stats else MemoryInfo()))
+        self._update_vcpus(stats.vcpus if stats else [], stats.sampled_s if stats else None)
+        self._update_rates(stats, info.op_rates)
 
-    def _update_vcpus(self, vcpus: list[dict[str, Any]], sampled_s: float | None) -> None:
+    def _update_vcpus(self, vcpus: list[VcpuInfo], sampled_s: float | None) -> None:
         """pvd's per-vCPU rates, each over its last interval between two of its own samples.
 
         A vCPU without two samples yet shows a dash and no bar; the history
@@ -270,26 +263,26 @@ class DomainScreen(Screen[None]):
             self._last_sampled_s = sampled_s
         rows: dict[str, list[str]] = {}
         for vcpu in vcpus:
-            key = str(vcpu["id"])
-            pct: float | None = vcpu.get("cpu_percent")
+            key = str(vcpu.id)
+            pct = vcpu.cpu_percent
             if new_sample and pct is not None:
                 self.history.add(key, pct)
             rows[key] = [
                 key,
-                vcpu["state"] if vcpu["online"] else "offline",
+                vcpu.state if vcpu.online else "offline",
                 bar(pct / 100, 16) if pct is not None else " " * 16,
                 measured(pct),
                 spark(list(self.history.get(key))[-12:], 100, 12),
-                "-" if vcpu.get("host_cpu") is None or not vcpu["online"] else str(vcpu["host_cpu"]),
-                ",".join(map(str, vcpu["affinity"])) if vcpu.get("affinity") else "all",
-                str(vcpu["hypercalls"]),
+                "-" if vcpu.host_cpu is None or not vcpu.online else str(vcpu.host_cpu),
+                ",".join(map(str, vcpu.affinity)) if vcpu.affinity else "all",
+                str(vcpu.hypercalls),
             ]
         self.query_one("#vcpus", LiveTable).sync_rows(rows)
 
-    def _update_rates(self, stats: dict[str, Any], rates: dict[str, float]) -> None:
-        per_op: dict[str, int] = stats.get("hypercalls_per_op", {})
+    def _update_rates(self, stats: DomainStats | None, rates: dict[str, float]) -> None:
+        per_op = stats.hypercalls_per_op if stats else {}
         total = sum(per_op.values()) or 1
-        uptime = max(stats.get("uptime_s", 0.0), 1e-9)
+        uptime = max(stats.uptime_s if stats else 0.0, 1e-9)
         self.query_one("#rates", LiveTable).set_rows(
             (op, [op, str(count), f"{100 * count / total:.1f}", f"{count / uptime:.1f}", measured(rates.get(op), 0)])
             for op, count in sorted(per_op.items(), key=lambda item: -item[1])

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import Screen
@@ -13,6 +12,7 @@ from textual.widgets import Input, Static
 
 from pvtui.client import DomainSummary, HostInfo
 from pvtui.domain.state import state_flag
+from pvtui.ui import actions
 from pvtui.ui.format import History, duration, measured, mib, spark
 from pvtui.ui.table import LiveTable
 from pvtui.ui.widgets import KeyBar, LiveText
@@ -90,14 +90,7 @@ class DomainsScreen(Screen[None]):
 
     AUTO_FOCUS = "#domains"
 
-    BINDINGS = [
-        Binding("enter", "open", "Open", show=True),
-        Binding("slash", "filter", "Filter"),
-        Binding("escape", "clear_filter", "Clear filter", show=False),
-        *[Binding(str((i + 1) % 10), f"sort({i})", f"Sort by {COLUMNS[i][1]}", show=False) for i in range(10)],
-        Binding("less_than_sign", "sort_step(-1)", "Sort column left", show=False),
-        Binding("greater_than_sign", "sort_step(1)", "Sort column right", show=False),
-    ]
+    BINDINGS = actions.bindings(actions.HOME)
 
     @dataclass
     class Selected(Message):

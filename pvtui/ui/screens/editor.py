@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Static, TextArea
 
 from pvtui.domain.loader import DomainFileError, parse_domain_text
 from pvtui.domain.schema import DomainConfig
+from pvtui.ui import actions
 from pvtui.ui.widgets import KeyBar
 
 TEMPLATE = """\
@@ -58,10 +58,7 @@ def diff_configs(old: DomainConfig, new: DomainConfig) -> tuple[list[LiveChange]
 
 
 class EditorScreen(Screen[None]):
-    BINDINGS = [
-        Binding("ctrl+s", "save", "Save & apply"),
-        Binding("escape", "close", "Close", priority=True),  # the TextArea would take it
-    ]
+    BINDINGS = actions.bindings(actions.EDITOR)
 
     @dataclass
     class Saved(Message):

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Static
@@ -14,6 +13,7 @@ from textual.widgets import Static
 from pvtui.client import Client, DomainSummary, HostInfo
 from pvtui.domain.units import MIB
 from pvtui.rebalance import Allocation, Limits, Outcome, Plan, Step, apply_plan, make_plan, suggest
+from pvtui.ui import actions
 from pvtui.ui.format import measured, mib
 from pvtui.ui.table import LiveTable
 from pvtui.ui.widgets import KeyBar
@@ -23,16 +23,7 @@ MIN_MEMORY = 16 * MIB
 
 
 class RebalanceScreen(Screen[None]):
-    BINDINGS = [
-        Binding("escape", "app.pop_screen", "Back"),
-        Binding("plus", "vcpus(1)", "+vCPU"),
-        Binding("minus", "vcpus(-1)", "-vCPU"),
-        Binding("right_square_bracket", "memory(1)", "+64M"),
-        Binding("left_square_bracket", "memory(-1)", "-64M"),
-        Binding("g", "suggest", "Suggest"),
-        Binding("u", "reset", "Undo edits"),
-        Binding("a", "apply", "Apply plan"),
-    ]
+    BINDINGS = actions.bindings(actions.REBALANCE)
 
     @dataclass
     class Applied(Message):
