@@ -49,7 +49,8 @@ def pvtui_session(engine: Engine) -> Iterator[str]:
     """The real ``pvtui`` command in a 120x30 tmux session, on the test's pvd."""
     session = f"pvtui-e2e-{os.getpid()}"
     env = " ".join(f"{k}={v}" for k, v in {**engine.env, "PYTHONPATH": str(REPO), "TERM": "xterm-256color"}.items())
-    command = f"cd {REPO} && env {env} {sys.executable} -m pvtui"
+    # The UI on the first CPU: a test may keep the others for a guest (see the busy-vCPU test).
+    command = f"cd {REPO} && env {env} taskset -c 0 {sys.executable} -m pvtui"
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "30", command], check=True)
     try:
         yield session
@@ -97,7 +98,11 @@ GUEST_CPU = re.compile(r"guest CPU (-|\d+\.\d)%")
 def test_busy_vcpu_reads_100_from_the_first_frame(engine: Engine, pvtui_session: str):
     """A single vCPU busy 100 %: every frame of the domain view shows ~100 or no number, never 0 or 120."""
     session = pvtui_session
-    engine.ok("create", engine.define("spin", "vcpus: 1\nworkload: {type: cpu, duty: 100}\n"))
+    # The vCPU gets the last CPU to itself (pvtui and this test stay on the first), so it really
+    # is 100 % busy: on 2 CPUs anything sharing its CPU would make a lower figure the honest one.
+    last = (os.cpu_count() or 1) - 1
+    os.sched_setaffinity(0, {0})
+    engine.ok("create", engine.define("spin", f"vcpus: 1\ncpus: '{last}'\nworkload: {{type: cpu, duty: 100}}\n"))
     try:
         wait_screen(session, "NAME", "spin", "host:")
         # The vCPU really gets a whole host CPU only once pvtui's own start-up
@@ -123,4 +128,5 @@ def test_busy_vcpu_reads_100_from_the_first_frame(engine: Engine, pvtui_session:
         assert numbers, f"the view never showed a measured figure: {seen}"
         assert all(90.0 <= value <= 105.0 for value in numbers), f"figures a busy vCPU never had: {sorted(set(seen))}"
     finally:
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
         engine.ok("destroy", "spin")

@@ -32,30 +32,6 @@ on_crash: destroy
 autostart: false
 """
 
-#: Keys the engine changes on a running domain; anything else needs a restart.
-LIVE_KEYS = ("vcpus", "memory", "cpu_weight", "cpu_cap", "cpus")
-
-
-@dataclass(frozen=True)
-class LiveChange:
-    key: str
-    old: object
-    new: object
-
-
-def diff_configs(old: DomainConfig, new: DomainConfig) -> tuple[list[LiveChange], list[str]]:
-    """(changes applied live, keys that need a restart)."""
-    live, restart = [], []
-    old_data, new_data = old.model_dump(), new.model_dump()
-    for key, value in new_data.items():
-        if old_data.get(key) == value:
-            continue
-        if key in LIVE_KEYS:
-            live.append(LiveChange(key, old_data.get(key), value))
-        elif key != "autostart":
-            restart.append(key)
-    return live, restart
-
 
 class EditorScreen(Screen[None]):
     BINDINGS = actions.bindings(actions.EDITOR)

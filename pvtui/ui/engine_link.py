@@ -1,0 +1,188 @@
+"""The UI's link to pvd: one connection for requests, one for events, the figures it keeps.
+
+pvd's events arrive as :class:`EngineEvent` messages, its once-a-second
+figures for every domain as one :class:`StatsTick`; the highlighted domain's
+figures are fetched ahead so Enter opens its view without a round trip.
+Threads never touch widgets: workers post messages, handlers update screens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import gc
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from textual import work
+from textual.app import App
+from textual.message import Message
+from textual.notifications import SeverityLevel
+
+from pvtui.client import Client, DomainSummary, EngineError, HostInfo
+from pvtui.domain.model import DomainInfo
+from pvtui.ui.screens.domain import DomainScreen
+from pvtui.ui.screens.domains import DomainsScreen
+from pvtui.ui.table import LiveTable
+
+#: The highlighted domain's figures are fetched ahead (once a second and after
+#: the cursor settles); Enter uses them while they are this fresh.
+PREFETCH_FRESH_S = 1.5
+PREFETCH_SETTLE_S = 0.15
+
+
+@dataclass
+class EngineEvent(Message):
+    """One event from pvd (stats, host, state, lifecycle)."""
+
+    event: dict[str, Any]
+
+
+@dataclass
+class StatsTick(Message):
+    """One round of pvd's 1 Hz figures: a message per round, not per domain.
+
+    ``host`` is None when the round was cut short by another event, so that
+    events keep their order.
+    """
+
+    domains: list[DomainSummary]
+    host: HostInfo | None
+
+
+class EngineLinkApp(App[None]):
+    """The app's engine side (``PvtuiApp`` adds the screens and the actions)."""
+
+    domains_dir: Path
+    client: Client | None
+    domains: dict[str, DomainSummary]
+    host: HostInfo | None
+    domains_screen: DomainsScreen
+    domain_screen: DomainScreen
+    _domain_screen_built: bool
+    _prefetched: tuple[str, float, DomainInfo] | None
+
+    @work(exclusive=True, group="engine")
+    async def connect_engine(self) -> None:
+        """Connect (starting pvd if needed), load the registry, then follow events."""
+        while True:
+            try:
+                self.client = await Client.connect(start=True, domains_dir=self.domains_dir)
+                events = await Client.connect(start=False)
+                await events.subscribe(["stats", "state", "lifecycle"])
+                await self.reload()
+                await self._follow(events)
+                self.notify("Lost the connection to pvd; reconnecting…", title="Engine", severity="warning")
+            except EngineError as exc:
+                self.notify(exc.message, title=exc.title, severity="error")
+            await asyncio.sleep(2.0)
+
+    async def _follow(self, events: Client) -> None:
+        """Turn pvd's events into messages; a round of stats becomes one message."""
+        this_round: list[DomainSummary] = []
+        async for event in events.events():
+            kind = event.get("event")
+            if kind == "stats":
+                this_round.append(DomainSummary.from_dict(event["data"]))
+                continue
+            if kind == "host" or this_round:
+                host = HostInfo.from_dict(event["data"]) if kind == "host" else None
+                self.post_message(StatsTick(this_round, host))
+                this_round = []
+                if kind == "host":
+                    continue
+            self.post_message(EngineEvent(event))
+
+    async def reload(self) -> None:
+        if self.client is None:
+            return
+        self.host = await self.client.host()
+        listed = await self.client.list_domains()
+        self.domains = {d.name: self.domains.get(d.name, d) for d in listed}
+        self._take_newer(listed)
+        self.push_data(sample=True)
+        if not self._domain_screen_built:
+            self._domain_screen_built = True
+            self.call_after_refresh(self._build_domain_screen)
+
+    def _build_domain_screen(self) -> None:
+        """Compose the domain view once the home screen is up, so Enter finds it ready."""
+        if self.screen is self.domains_screen:
+            self.push_screen("domain")
+            self.pop_screen()
+        self.call_after_refresh(self._freeze_startup_objects)
+
+    def _freeze_startup_objects(self) -> None:
+        """Keep the garbage collector off everything built so far (gc.freeze).
+
+        Modules, widgets, styles and caches live as long as the app; without
+        this, every full collection walks them all (~40 ms here, in the middle
+        of a key press).
+        """
+        gc.collect()
+        gc.freeze()
+
+    def push_data(self, sample: bool) -> None:
+        self.domains_screen.update_data(sorted(self.domains.values(), key=lambda d: d.domid), self.host, sample)
+
+    def on_engine_event(self, message: EngineEvent) -> None:
+        event = message.event
+        kind, name, data = event.get("event"), event.get("domain"), event.get("data") or {}
+        if kind == "state" and isinstance(name, str):
+            if data.get("state") == "dead":
+                self.domains.pop(name, None)
+                self.push_data(sample=False)
+            elif name in self.domains:
+                self.domains[name] = dataclasses.replace(self.domains[name], state=data["state"])
+                self.push_data(sample=False)
+            else:
+                self.refresh_registry()
+        elif kind == "lifecycle" and data.get("what") in ("restarted", "preserved", "crash_loop", "destroyed"):
+            reason = data.get("crash_reason") or data.get("reason")
+            crashed = data.get("reason") == "crash" or data.get("what") == "crash_loop"
+            severity: SeverityLevel = "warning" if crashed else "information"
+            self.notify(f"{name}: {data['what']} ({reason})", title="Domain", severity=severity)
+
+    def _take_newer(self, summaries: list[DomainSummary]) -> None:
+        """A round of stats sent before a change can arrive after the reply that shows it."""
+        for domain in summaries:
+            held = self.domains.get(domain.name)
+            if held is None or domain.as_of >= held.as_of:
+                self.domains[domain.name] = domain
+
+    def on_stats_tick(self, message: StatsTick) -> None:
+        self._take_newer(message.domains)
+        if message.host is not None:
+            self.host = message.host
+            self.push_data(sample=True)
+            self._prefetch_highlighted()
+
+    @work(group="engine-refresh")
+    async def refresh_registry(self) -> None:
+        await self.reload()
+
+    def _prefetch_highlighted(self) -> None:
+        if self.screen is self.domains_screen and (name := self.domains_screen.selected_name):
+            self.prefetch_info(name)
+
+    def on_live_table_row_highlighted(self, message: LiveTable.RowHighlighted) -> None:
+        if message.table is self.domains_screen.table:
+            self.prefetch_info(message.row_key, PREFETCH_SETTLE_S)
+
+    @work(exclusive=True, group="prefetch")
+    async def prefetch_info(self, name: str, settle_s: float = 0.0) -> None:
+        """Keep the highlighted domain's figures at hand, so Enter opens its view without a round trip.
+
+        Waits ``settle_s`` first: a held-down arrow key cancels each fetch before it starts.
+        """
+        await asyncio.sleep(settle_s)
+        if self.client is None:
+            return
+        with contextlib.suppress(EngineError):
+            info = await self.client.info(name)
+            self._prefetched = (name, time.monotonic(), info)
+
+    # --- actions --------------------------------------------------------------------------

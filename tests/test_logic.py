@@ -1,0 +1,128 @@
+"""Pure logic, no KVM and no pvd: definition diffs, rebalancing plans, the request loop, state letters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import pytest
+
+from pvtui.daemon.ops import OpTable
+from pvtui.daemon.serve import serve_requests
+from pvtui.domain.diff import diff_configs, live_steps
+from pvtui.domain.loader import parse_domain_text
+from pvtui.domain.state import state_flag, xl_flags
+from pvtui.errors import PvtuiError
+from pvtui.rebalance import Allocation, Limits, make_plan, suggest
+
+MIB = 1 << 20
+
+
+def config(text: str):
+    return parse_domain_text("name: web\n" + text)
+
+
+def test_diff_sorts_live_changes_from_restart_ones_and_steps_apply_them_in_order():
+    old = config("vcpus: 1\nmaxvcpus: 2\nmemory: 64M\nmaxmem: 256M\ncpu_weight: 256\nautostart: false\n")
+    new = config(
+        "vcpus: 2\nmaxvcpus: 2\nmemory: 128M\nmaxmem: 256M\ncpu_weight: 512\ncpu_cap: 50\ncpus: '1'\n"
+        "autostart: true\non_crash: restart\n"
+    )
+    live, restart = diff_configs(old, new)
+    assert [c.key for c in live] == ["vcpus", "memory", "cpu_weight", "cpu_cap", "cpus"]
+    assert restart == ["on_crash"], "autostart matters to no running domain"
+    steps = live_steps(new, live, present_bytes=64 * MIB)
+    assert [(s.op, s.args) for s in steps] == [
+        ("vcpu_set", ("web", 2)),
+        ("mem_max", ("web", 128 * MIB)),  # grow before taking the target
+        ("mem_set", ("web", 128 * MIB)),
+        ("sched_credit", ("web", 512, 50)),  # weight and cap in one request
+        ("vcpu_pin", ("web", 0, "1")),
+        ("vcpu_pin", ("web", 1, "1")),
+    ]
+    assert [s.op for s in live_steps(new, live, present_bytes=256 * MIB)].count("mem_max") == 0
+
+
+def test_rebalance_plan_shrinks_donors_first_and_says_what_the_host_lacks():
+    current = {"a": Allocation(2, 256 * MIB), "b": Allocation(1, 64 * MIB)}
+    wanted = {"a": Allocation(1, 128 * MIB), "b": Allocation(2, 512 * MIB)}
+    limits = {n: Limits(4, 16 * MIB, 1024 * MIB, 50.0, 32 * MIB) for n in current}
+    plan = make_plan(current, wanted, limits, host_free_memory=256 * MIB, host_cpus=2)
+    assert [s.shrinks for s in plan.steps] == [True, True, False, False]
+    assert plan.givers() == ["a"] and plan.takers() == ["b"]
+    assert not plan.ok and "lacks 64 MiB" in plan.problems[0]
+
+
+def test_suggest_keeps_the_vcpus_of_a_domain_not_measured_yet():
+    current = {"new": Allocation(2, 128 * MIB), "busy": Allocation(1, 128 * MIB)}
+    limits = {
+        "new": Limits(4, 16 * MIB, 256 * MIB, None, 32 * MIB),
+        "busy": Limits(4, 16 * MIB, 256 * MIB, 180.0, 32 * MIB),
+    }
+    wanted = suggest(current, limits)
+    assert wanted["new"].vcpus == 2 and wanted["busy"].vcpus == 3
+
+
+def test_state_letters_are_xls():
+    assert xl_flags("blocked") == "-b----" and xl_flags("crashed") == "----c-" and xl_flags("odd") == "------"
+    assert state_flag("running") == "r" and state_flag("dead") == "-"
+
+
+class _Server:
+    TABLE = OpTable("clients")
+
+    @TABLE.op("echo", {"text": str})
+    async def op_echo(self, conn: object, args: dict) -> object:
+        return {"text": args["text"]}
+
+    @TABLE.op("refuse")
+    async def op_refuse(self, conn: object, args: dict) -> object:
+        raise PvtuiError("No", "Not now.")
+
+    @TABLE.op("bug")
+    async def op_bug(self, conn: object, args: dict) -> object:
+        return {}["missing"]
+
+
+def test_one_request_loop_answers_every_failure_and_keeps_the_connection():
+    async def run() -> list[dict]:
+        reader = asyncio.StreamReader()
+        lines = [
+            {"v": 1, "id": 1, "op": "bug"},
+            {"v": 1, "id": 2, "op": "refuse"},
+            {"v": 1, "id": 3, "op": "echo", "args": {"text": 5}},
+            {"v": 1, "id": 4, "op": "echo", "args": {"text": "still here"}},
+        ]
+        for line in lines:
+            reader.feed_data(json.dumps(line).encode() + b"\n")
+        reader.feed_eof()
+        written: list[bytes] = []
+
+        class Writer:
+            def write(self, data: bytes) -> None:
+                written.append(data)
+
+            async def drain(self) -> None:
+                pass
+
+        await serve_requests(reader, Writer(), _Server.TABLE, _Server(), None, logging.getLogger("test"))  # type: ignore[arg-type]
+        return [json.loads(w) for w in written]
+
+    replies = asyncio.run(run())
+    assert [r["id"] for r in replies] == [1, 2, 3, 4]
+    assert replies[0]["error"]["code"] == "internal", "a handler's bug is a reply, not a dropped connection"
+    assert replies[1]["error"]["code"] == "refused" and replies[1]["error"]["title"] == "No"
+    assert replies[2]["error"]["code"] == "bad_args"
+    assert replies[3]["result"] == {"text": "still here"}
+
+
+def test_an_op_is_declared_once():
+    table = OpTable("clients")
+
+    @table.op("x")
+    async def handler(self, conn, args):  # pragma: no cover - never called
+        return None
+
+    with pytest.raises(ValueError, match="declared twice"):
+        table.op("x")(handler)
