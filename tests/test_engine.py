@@ -143,9 +143,9 @@ def test_balloon_target_out_of_range_is_refused_unchanged(boot):
 def test_idle_domain_costs_no_host_cpu(boot):
     domain = boot("name: idle\nvcpus: 2\n")
     assert wait_for(lambda: domain.online_vcpus == 2 and domain.state is DomainState.BLOCKED)
-    before = sum(domain.vcpu_cpu_times().values())
+    before = sum(domain.vcpus.cpu_times().values())
     time.sleep(2.0)
-    used = sum(domain.vcpu_cpu_times().values()) - before
+    used = sum(domain.vcpus.cpu_times().values()) - before
     assert used < 0.01, f"idle 2-vCPU domain used {used:.4f}s of CPU in 2s"
 
 
@@ -168,10 +168,10 @@ def test_pause_stops_vcpus_promptly_and_unpause_resumes(boot):
     assert wait_for(lambda: domain.online_vcpus == 2)
     domain.pause()
     assert domain.state is DomainState.PAUSED
-    before = domain.vcpu_cpu_times()
+    before = domain.vcpus.cpu_times()
     time.sleep(0.3)
-    after = domain.vcpu_cpu_times()
+    after = domain.vcpus.cpu_times()
     assert all(after[i] - before[i] < 0.02 for i in before)
     domain.unpause()
     time.sleep(0.3)
-    assert all(domain.vcpu_cpu_times()[i] - after[i] > 0.1 for i in after)
+    assert all(domain.vcpus.cpu_times()[i] - after[i] > 0.1 for i in after)

@@ -23,8 +23,8 @@ from pvtui.cli.xtf import EXIT_CODES, xtf_result
 from pvtui.engine.xen import abi as x
 from pvtui.engine.xen import machine as m
 from pvtui.engine.xen.decode import decode
+from pvtui.engine.xen.frames import bounce_frame
 from pvtui.engine.xen.notes import read_xen_notes
-from pvtui.engine.xen.traps import bounce_frame
 
 #: The XTF kernels that must pass, with their variations (the kernel command line).
 REQUIRED = [

@@ -7,22 +7,21 @@ where they have an equivalent. Nothing here imports the engine or the UI.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Any
 
 from pvtui.cli.exitcodes import ExitCode
-from pvtui.client import Client, DomainSummary, EngineError
+from pvtui.cli.top import cmd_top, figure
+from pvtui.client import Client, EngineError
 from pvtui.client.models import HypercallInfo
 from pvtui.domain.limits import SHUTDOWN_TIMEOUT_S
 from pvtui.domain.state import xl_flags
 from pvtui.domain.units import MIB
 
-KIB = 1024
 Verb = Callable[[Client, argparse.Namespace], Awaitable[int]]
 
 
@@ -39,14 +38,9 @@ async def cmd_list(client: Client, args: argparse.Namespace) -> int:
     for d in domains:
         print(
             f"{d.name:<20} {d.domid:>4} {d.memory.held_bytes // MIB:>7} {d.vcpus_online:>5} {xl_flags(d.state):<6} "
-            f"{d.cpu_s:>9.1f} {_figure(d.cpu_percent, 6, 1)} {_figure(d.hypercalls_per_s, 9, 1)}"
+            f"{d.cpu_s:>9.1f} {figure(d.cpu_percent, 6, 1)} {figure(d.hypercalls_per_s, 9, 1)}"
         )
     return ExitCode.OK
-
-
-def _figure(value: float | None, width: int, digits: int) -> str:
-    """A measured figure, or ``-`` where nothing was measured yet (never a made-up 0)."""
-    return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
 
 
 async def cmd_create(client: Client, args: argparse.Namespace) -> int:
@@ -229,69 +223,6 @@ async def _log_stats(client: Client, args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _rates_between(then: DomainSummary | None, now: DomainSummary) -> DomainSummary:
-    """``now`` with CPU % and hypercalls/s taken over the two samples' own interval (xentop -d).
-
-    ``None`` where the interval is unknown: the domain is new, or it restarted.
-    """
-    cpu: float | None = None
-    calls: float | None = None
-    if then is not None and then.sampled_s is not None and now.sampled_s is not None:
-        elapsed = now.sampled_s - then.sampled_s
-        if elapsed > 0 and now.cpu_s >= then.cpu_s and now.hypercalls_total >= then.hypercalls_total:
-            cpu = 100 * (now.cpu_s - then.cpu_s) / elapsed
-            calls = (now.hypercalls_total - then.hypercalls_total) / elapsed
-    return replace(now, cpu_percent=cpu, hypercalls_per_s=calls)
-
-
-def _top_rows(domains: list[DomainSummary], memory_total: int) -> list[str]:
-    header = (
-        f"{'NAME':>18} {'STATE':>6} {'CPU(sec)':>9} {'CPU(%)':>6} {'MEM(k)':>10} {'MEM(%)':>6} "
-        f"{'MAXMEM(k)':>10} {'MAXMEM(%)':>9} {'VCPUS':>5} {'HCALLS/s':>9}"
-    )
-    rows = [header]
-    for d in domains:
-        mem, maxmem = d.memory.held_bytes, d.memory.max_bytes
-        rows.append(
-            f"{d.name:>18} {xl_flags(d.state):>6} {d.cpu_s:>9.0f} {_figure(d.cpu_percent, 6, 1)} {mem // KIB:>10} "
-            f"{100 * mem / memory_total:>6.1f} {maxmem // KIB:>10} {100 * maxmem / memory_total:>9.1f} "
-            f"{d.vcpus_online:>5} {_figure(d.hypercalls_per_s, 9, 1)}"
-        )
-    return rows
-
-
-async def cmd_top(client: Client, args: argparse.Namespace) -> int:
-    """Each frame's rates are measured over its own ``-d`` delay, so the first frame comes after one delay."""
-    if not args.batch:
-        print("pvtui top without -b is the TUI's domains view; use -b for batch output.", file=sys.stderr)
-        return ExitCode.INVALID
-    if args.delay <= 0:
-        print("pvtui top: -d must be more than 0 seconds.", file=sys.stderr)
-        return ExitCode.INVALID
-    previous = {d.name: d for d in await client.list_domains(fresh=True)}
-    host_then = await client.host()
-    for _ in range(args.iterations):
-        await asyncio.sleep(args.delay)
-        host = await client.host()
-        total = host.cpu_total_s - host_then.cpu_total_s
-        host_cpu = 100 * (host.cpu_busy_s - host_then.cpu_busy_s) / total if total > 0 else None
-        host, host_then = replace(host, cpu_percent=host_cpu), host
-        fresh = await client.list_domains(fresh=True)
-        domains = [_rates_between(previous.get(d.name), d) for d in fresh]
-        previous = {d.name: d for d in fresh}
-        if args.json:
-            print(json.dumps({"host": asdict(host), "domains": [asdict(d) for d in domains]}), flush=True)
-            continue
-        states = ", ".join(f"{n} {s}" for s, n in sorted(host.domains_by_state.items())) or "none"
-        print(
-            f"pvtui top - {time.strftime('%H:%M:%S')}   {host.domains} domains: {states}   (rates over {args.delay:g}s)\n"
-            f"Mem: {host.memory_total // KIB}k total, {host.memory_given // KIB}k given to domains, "
-            f"{host.memory_available // KIB}k free    CPUs: {host.cpus} @{_figure(host.cpu_percent, 5, 1)}%"
-        )
-        print("\n".join(_top_rows(domains, host.memory_total)), flush=True)
-    return ExitCode.OK
-
-
 async def cmd_engine(client: Client | None, args: argparse.Namespace) -> int:
     """engine start|stop|status (takes no client: it decides whether to start pvd)."""
     from pvtui.client.client import default_domains_dir
@@ -343,7 +274,7 @@ VERBS: dict[str, Verb] = {
     "mem-max": cmd_mem,
     "console": cmd_console,
     "log": cmd_log,
-    "top": cmd_top,
+    "top": cmd_top,  # pvtui/cli/top.py
 }
 
 

@@ -255,7 +255,7 @@ class Monitor:
         domain = self.domain
         assert domain is not None
         data: dict[str, Any] = domain.stats().to_dict()
-        host_cpus = domain.vcpu_host_cpus()
+        host_cpus = domain.vcpus.host_cpus()
         for vcpu in data["vcpus"]:
             vcpu["host_cpu"] = host_cpus.get(vcpu["id"])
         data.update(

@@ -18,37 +18,30 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pvtui.domain.limits import host_cpus, pin_problem, vcpu_count_problem
-from pvtui.domain.model import DomainStats, MemoryInfo, VcpuInfo
+from pvtui.domain.limits import pin_problem, vcpu_count_problem
+from pvtui.domain.model import DomainStats
 from pvtui.domain.units import MIB
-from pvtui.engine import abi, layout
+from pvtui.engine import abi, boot, figures, layout
 from pvtui.engine.abi import ShutdownReason
 from pvtui.engine.accounting import HypercallAccounting
-from pvtui.engine.clock import sample_time_info
 from pvtui.engine.console import ConsoleBuffer
-from pvtui.engine.elf import KernelImage, load_kernel
+from pvtui.engine.elf import load_kernel
+from pvtui.engine.errors import DomainError
 from pvtui.engine.hypercalls import HypercallHandler
 from pvtui.engine.kvm import Kvm
 from pvtui.engine.kvm.system import KVM_DEVICE
 from pvtui.engine.memory import GuestMemory
 from pvtui.engine.states import DomainState, valid_transition
 from pvtui.engine.vcpu import VcpuRunner, ensure_kick_handler
-from pvtui.engine.xen import abi as xen_abi
+from pvtui.engine.vcpuset import VcpuSet
 from pvtui.engine.xen.guest import XenGuest
 from pvtui.engine.xen.hypercalls import XenHypercalls, bind_trap_exit, xen_op_name
 from pvtui.engine.xen.notes import kernel_xen_notes
-from pvtui.errors import PvtuiError
 
 if TYPE_CHECKING:
     from pvtui.domain.schema import DomainConfig
 
-#: Free RAM a kernel needs beyond its image and stacks to be worth booting.
-MIN_FREE_BYTES = 1 * MIB
 _TERMINAL = (DomainState.SHUTDOWN, DomainState.CRASHED, DomainState.DYING, DomainState.DEAD)
-
-
-class DomainError(PvtuiError):
-    """A request the domain refuses; nothing was changed."""
 
 
 @functools.cache
@@ -84,31 +77,18 @@ class Domain:
         self.xen: XenGuest | None = None
         #: The vCPU loop's hook for exits other than hypercalls (the Xen personality's trap stubs).
         self.trap_exit: Callable[[VcpuRunner, int], bool] | None = None
-        self.stack_base = _align_up(self.kernel.end, layout.PAGE_SIZE)
-        self.first_free = _align_up(self.stack_base + self.max_vcpus * layout.VCPU_STACK_SIZE, layout.PAGE_SIZE)
-        if self.first_free + MIN_FREE_BYTES > config.memory:
-            raise DomainError(
-                f"Domain {self.name} has too little memory",
-                f"Its kernel and {self.max_vcpus} vCPU stacks need {self.first_free // MIB + 2} MiB; "
-                f"raise memory: above {config.memory // MIB} MiB.",
-            )
-        if config.maxmem_or_memory > layout.MAX_IDENTITY_MAPPED:
-            raise DomainError(
-                f"Domain {self.name} asks for too much memory",
-                f"maxmem is limited to {layout.MAX_IDENTITY_MAPPED // layout.GIB} GiB.",
-            )
+        self.stack_base, self.first_free = boot.memory_layout(config, self.kernel.end, self.max_vcpus)
         self.accounting = HypercallAccounting(names=xen_op_name) if xen_notes else HypercallAccounting()
         self.console = ConsoleBuffer()
         self.listeners: list[Callable[[DomainEvent], None]] = []
         self.shutdown_reason: ShutdownReason | None = None
         self.crash_reason: str | None = None
-        self.runners: dict[int, VcpuRunner] = {}
         self._lock = threading.RLock()
         self._state = DomainState.BUILDING
         self._paused = False
         self._last_state = DomainState.BUILDING
         self._finished = threading.Event()
-        self._wanted_mask = (1 << config.vcpus) - 1
+        self.vcpus = VcpuSet(self, config.vcpus, self._create_vcpu)
         self.started_ns = 0
 
         self.kvm = kvm or open_kvm()
@@ -117,87 +97,26 @@ class Domain:
             self.memory = GuestMemory(self.vm, config.memory)
             self.hypercalls: HypercallHandler | XenHypercalls
             if xen_notes is not None:
-                self._load_segments(self.kernel)
+                boot.load_segments(self, self.kernel)
                 self.xen = XenGuest(self, xen_notes, self.kernel.end, config.cmdline or "")
                 self.shared = self.xen.shared
                 xen_calls = XenHypercalls(self.xen)
                 self.hypercalls = xen_calls
                 self.trap_exit = bind_trap_exit(xen_calls)
             else:
-                self._write_boot_structures(self.kernel)
+                boot.write_boot_structures(self, self.kernel)
                 self.shared = self.memory.view(layout.SHARED_INFO_ADDR, layout.PAGE_SIZE)
                 self.hypercalls = HypercallHandler(self)
             self._tsc_khz = 0
             for vcpu_id in range(config.vcpus):
-                self._create_vcpu(vcpu_id)
+                self.vcpus.get_or_create(vcpu_id)
         except BaseException:
             self._release_resources()
             raise
 
-    # --- building -------------------------------------------------------------
-    def _write_boot_structures(self, image: KernelImage) -> None:
-        mem = self.memory
-        for addr, table in layout.page_table_bytes(self.config.maxmem_or_memory).items():
-            mem.write(addr, table)
-        mem.write(layout.GDT_ADDR, layout.gdt_bytes())
-        self._load_segments(image)
-        cmdline = self.config.kernel_cmdline().encode()
-        if len(cmdline) >= abi.START_INFO_CMDLINE_SIZE:
-            raise DomainError(f"Command line of {self.name} too long", "Shorten the workload settings.")
-        start_info = abi.START_INFO.pack(
-            abi.START_INFO_MAGIC,
-            self.config.memory // layout.PAGE_SIZE,
-            self.max_pages,
-            layout.SHARED_INFO_ADDR,
-            self.first_free // layout.PAGE_SIZE,
-            self.stack_base,
-            self.config.vcpus,
-            self.max_vcpus,
-            image.end,
-        )
-        mem.write(layout.START_INFO_ADDR, start_info)
-        mem.write(layout.START_INFO_ADDR + abi.START_INFO_CMDLINE_OFFSET, cmdline + b"\0")
-        shared = struct.pack(
-            "<QQQQII",
-            1,
-            self._wanted_mask,
-            self.config.memory // layout.PAGE_SIZE,
-            self.config.memory // layout.PAGE_SIZE,
-            0,
-            0,
-        )
-        mem.write(layout.SHARED_INFO_ADDR, shared)
-
-    def _load_segments(self, image: KernelImage) -> None:
-        for segment in image.segments:
-            if not self.memory.write(segment.paddr, segment.data) or not self.memory.check(
-                segment.paddr, segment.memsz
-            ):
-                raise DomainError(
-                    f"Kernel of {self.name} does not fit",
-                    f"A segment at {segment.paddr:#x} ({segment.memsz} bytes) lies beyond memory; raise memory:.",
-                )
-
+    # --- building (pvtui/engine/boot.py) ----------------------------------------------
     def _create_vcpu(self, vcpu_id: int) -> VcpuRunner:
-        vcpu = self.vm.create_vcpu(vcpu_id)
-        vcpu.set_cpuid(self.kvm.supported_cpuid())
-        if self.xen is None:
-            sregs = vcpu.get_sregs()
-            layout.apply_boot_sregs(sregs)
-            vcpu.set_sregs(sregs)
-        else:
-            self.xen.setup_vcpu(vcpu, self.kernel.entry)
-        if not self._tsc_khz:
-            self._tsc_khz = vcpu.tsc_khz()
-        runner = VcpuRunner(self, vcpu)
-        if self.xen is None:
-            runner.set_context(self.kernel.entry, self.stack_top(vcpu_id), layout.START_INFO_ADDR)
-        else:  # Xen's entry: rsi = start_info (virtual), rsp at the end of the boot area
-            runner.set_context(self.kernel.entry, self.xen.boot.stack_top, 0, rsi=self.xen.boot.start_info)
-        runner.affinity = self.config.vcpu_affinity(vcpu_id)
-        self.runners[vcpu_id] = runner
-        self._publish_clock(runner)
-        return runner
+        return boot.create_vcpu(self, vcpu_id)
 
     def vcpu_tsc_khz(self) -> int:
         """The guest TSC's frequency (kHz), to turn cycles a guest measured into time."""
@@ -206,29 +125,16 @@ class Domain:
     def stack_top(self, vcpu_id: int) -> int:
         return self.stack_base + (vcpu_id + 1) * layout.VCPU_STACK_SIZE
 
-    def _publish_clock(self, runner: VcpuRunner) -> None:
-        if self.xen is not None:  # Xen's vcpu_time_info has the same 32-byte layout
-            offset = self.xen.vcpu_info_offset(runner.id) + xen_abi.VI_TIME
-        else:
-            offset = abi.SI_VCPU_INFO + runner.id * abi.VCPU_INFO_SIZE + abi.VI_TIME
-        view = self.shared[offset : offset + abi.VCPU_TIME_INFO.size]
-        version = struct.unpack_from("<I", view)[0]
-        view[0:4] = struct.pack("<I", (version + 1) | 1)  # odd: being updated
-        info = bytearray(sample_time_info(runner.vcpu, self._tsc_khz, (version + 2) & ~1))
-        view[4:] = info[4:]
-        view[0:4] = info[0:4]
-        runner._time_refreshed_ns = time.monotonic_ns()
-
     def refresh_clock(self, runner: VcpuRunner) -> None:
         """Re-pair TSC and clock (called by the vCPU's own thread, between entries)."""
-        self._publish_clock(runner)
+        boot.publish_clock(self, runner)
 
     # --- lifecycle ---------------------------------------------------------------
     def start(self) -> None:
         with self._lock:
             self._transition(DomainState.RUNNING)
             self.started_ns = time.monotonic_ns()
-            self.runners[0].start()
+            self.vcpus.get_or_create(0).start()
 
     def _transition(self, target: DomainState) -> None:
         if not valid_transition(self._state, target):
@@ -244,8 +150,7 @@ class Domain:
             return self._state
         if self._paused:
             return DomainState.PAUSED
-        up = [r for r in list(self.runners.values()) if r.is_up]
-        if up and all(r.state == "blocked" for r in up):
+        if self.vcpus.all_blocked():
             return DomainState.BLOCKED
         return DomainState.RUNNING
 
@@ -285,11 +190,10 @@ class Domain:
         with self._lock:
             if self._state in _TERMINAL or self._state is DomainState.BUILDING:
                 return
-            self._state = state
+            self._transition(state)
             self._paused = False
             self.shutdown_reason = reason
-            for runner in list(self.runners.values()):
-                runner.stop()
+            self.vcpus.stop()
         self._finished.set()
         self._emit("shutdown", state, detail)
 
@@ -306,10 +210,7 @@ class Domain:
             if self._state is not DomainState.RUNNING or self._paused:
                 raise DomainError(f"Domain {self.name} is {self.state.value}", "Only a running domain can be paused.")
             self._paused = True
-            for runner in list(self.runners.values()):
-                runner.pause()
-        for runner in list(self.runners.values()):
-            runner.wait_parked(2.0)
+        self.vcpus.pause()
         self.vcpu_state_changed()
 
     def unpause(self) -> None:
@@ -317,8 +218,7 @@ class Domain:
             if not self._paused:
                 raise DomainError(f"Domain {self.name} is not paused", "Only a paused domain can be unpaused.")
             self._paused = False
-            for runner in list(self.runners.values()):
-                runner.unpause()
+            self.vcpus.unpause()
         self.vcpu_state_changed()
 
     def request_shutdown(self, reason: ShutdownReason = ShutdownReason.poweroff) -> None:
@@ -335,19 +235,17 @@ class Domain:
         with self._lock:
             if self._state in (DomainState.DYING, DomainState.DEAD):
                 return
-            self._state = DomainState.DYING
-            runners = list(self.runners.values())
-            for runner in runners:
-                runner.stop()
+            self._transition(DomainState.DYING)
+            runners = self.vcpus.stop()
         self._finished.set()
         for runner in runners:
             runner.join(5.0)
         self._release_resources()
-        self._state = DomainState.DEAD
+        self._transition(DomainState.DEAD)
         self._emit("state", DomainState.DEAD)
 
     def _release_resources(self) -> None:
-        for runner in list(self.runners.values()):
+        for runner in self.vcpus.all() if hasattr(self, "vcpus") else []:
             if runner.thread is None or not runner.thread.is_alive():
                 runner.vcpu.close()
         if hasattr(self, "shared"):
@@ -381,44 +279,24 @@ class Domain:
             pending = self.pending_view(vcpu_id)
             pending[0] |= 1 << port
             pending.release()
-        runner = self.runners.get(vcpu_id)
-        if runner is not None:
-            runner.wake()
+        self.vcpus.wake(vcpu_id)
 
     def _control_changed(self) -> None:
         seq = struct.unpack_from("<Q", self.shared, abi.SI_CONTROL_SEQ)[0]
         struct.pack_into("<Q", self.shared, abi.SI_CONTROL_SEQ, seq + 1)
-        for vcpu_id, runner in list(self.runners.items()):
+        for runner in self.vcpus.all():
             if runner.is_up:
-                self.raise_event(vcpu_id, abi.PORT_CONTROL)
-
-    def vcpu_wanted(self, vcpu_id: int) -> bool:
-        return bool(self._wanted_mask >> vcpu_id & 1)
-
-    def vcpu_is_up(self, vcpu_id: int) -> bool:
-        runner = self.runners.get(vcpu_id)
-        return runner is not None and runner.is_up
-
-    def vcpu_up(self, vcpu_id: int) -> None:
-        with self._lock:
-            runner = self.runners.get(vcpu_id) or self._create_vcpu(vcpu_id)
-            runner.bring_up()
-
-    def vcpu_down(self, vcpu_id: int) -> None:
-        runner = self.runners.get(vcpu_id)
-        if runner is not None and runner.is_up:
-            runner.take_down()
+                self.raise_event(runner.id, abi.PORT_CONTROL)
 
     def initialise_vcpu(self, vcpu_id: int, rip: int, rsp: int, rdi: int) -> None:
-        with self._lock:
-            runner = self.runners.get(vcpu_id) or self._create_vcpu(vcpu_id)
-            runner.set_context(rip, rsp or self.stack_top(vcpu_id), rdi or layout.START_INFO_ADDR)
+        """VCPUOP_initialise: the guest's context, with this ABI's defaults for a zero rsp or rdi."""
+        self.vcpus.initialise(vcpu_id, rip, rsp or self.stack_top(vcpu_id), rdi or layout.START_INFO_ADDR)
 
     # --- engine-side resource requests -----------------------------------------
     def set_balloon_target(self, target_bytes: int) -> None:
         """Ask the guest to hold ``target_bytes`` (it complies through memory_op)."""
         self._refuse_for_xen("a balloon target", "set memory: in its definition and restart it")
-        floor = self.first_free + MIN_FREE_BYTES
+        floor = self.first_free + boot.MIN_FREE_BYTES
         if not floor <= target_bytes <= self.memory.size:
             hint = " (mem-max grows it up to maxmem)" if self.memory.size < self.config.maxmem_or_memory else ""
             raise DomainError(
@@ -440,21 +318,13 @@ class Domain:
         with self._lock:
             if self._state is not DomainState.RUNNING:
                 raise DomainError(f"Domain {self.name} is {self._state.value}", "Only a running domain takes vCPUs.")
-            self._wanted_mask = (1 << count) - 1
-            struct.pack_into("<Q", self.shared, abi.SI_VCPU_ONLINE_MASK, self._wanted_mask)
+            leaving = self.vcpus.want(count)
+            struct.pack_into("<Q", self.shared, abi.SI_VCPU_ONLINE_MASK, self.vcpus.wanted_mask)
             self._control_changed()
-            leaving = [r for vcpu_id, r in list(self.runners.items()) if vcpu_id >= count and r.is_up]
             for runner in leaving:
                 self.raise_event(runner.id, abi.PORT_CONTROL)
-        deadline = time.monotonic() + guest_timeout
-        for runner in leaving:
-            while runner.is_up and time.monotonic() < deadline:
-                time.sleep(0.002)
-            if runner.is_up and not self.vcpu_wanted(runner.id):
-                runner.take_down()
-        # New vCPUs are brought up by the guest; give it the same time to do so.
-        while self.online_vcpus < count and time.monotonic() < deadline and not self.finished:
-            time.sleep(0.001)
+        # New vCPUs are brought up by the guest; leaving ones taken down by it, or forced after the timeout.
+        self.vcpus.settle(count, leaving, guest_timeout, lambda: self.finished)
 
     def pin_vcpu(self, vcpu_id: int, cpus: set[int] | None) -> None:
         """Pin a vCPU's thread to host CPUs (None: any CPU). Checked before anything moves."""
@@ -464,10 +334,7 @@ class Domain:
         if problem:
             raise DomainError(f"Cannot pin {self.name} vCPU {vcpu_id}", problem)
         with self._lock:
-            runner = self.runners.get(vcpu_id) or self._create_vcpu(vcpu_id)
-            runner.affinity = set(cpus) if cpus else None
-            if runner.native_id is not None and runner.state != "stopped":
-                os.sched_setaffinity(runner.native_id, cpus or host_cpus())
+            self.vcpus.pin(vcpu_id, cpus)
 
     def grow_memory(self, new_bytes: int) -> None:
         """Add RAM past the present size (a new KVM slot), up to maxmem.
@@ -499,22 +366,9 @@ class Domain:
             struct.pack_into("<Q", self.shared, abi.SI_MEMORY_PAGES, self.memory.pages)
             self._control_changed()
 
-    def vcpu_host_cpus(self) -> dict[int, int | None]:
-        """The host CPU each vCPU thread last ran on (xl vcpu-list's CPU column)."""
-        result: dict[int, int | None] = {}
-        for vcpu_id, runner in list(self.runners.items()):
-            result[vcpu_id] = None
-            if runner.native_id and runner.state != "stopped":
-                try:
-                    with open(f"/proc/self/task/{runner.native_id}/stat") as f:
-                        result[vcpu_id] = int(f.read().rsplit(")", 1)[1].split()[36])
-                except (OSError, ValueError, IndexError):
-                    pass
-        return result
-
     @property
     def online_vcpus(self) -> int:
-        return sum(1 for r in list(self.runners.values()) if r.is_up)
+        return self.vcpus.online
 
     @property
     def balloon_target_bytes(self) -> int:
@@ -523,22 +377,6 @@ class Domain:
         return struct.unpack_from("<Q", self.shared, abi.SI_BALLOON_TARGET_PAGES)[0] * layout.PAGE_SIZE
 
     # --- measurement ------------------------------------------------------------
-    def vcpu_cpu_times(self) -> dict[int, float]:
-        """Host CPU seconds of each vCPU thread, to the nanosecond (guest time included).
-
-        Read from ``/proc/self/task/TID/schedstat`` (the scheduler's own
-        runtime, the clock ``time.thread_time`` reads) rather than ``stat``'s
-        10 ms ticks: at 1 Hz a tick is a whole percent, and an idle vCPU's
-        cost is far below one tick a second.
-        """
-        times = {}
-        for vcpu_id, runner in list(self.runners.items()):
-            if runner.final_cpu_time_s is not None:
-                times[vcpu_id] = runner.final_cpu_time_s
-            else:
-                times[vcpu_id] = thread_cpu_seconds(runner.native_id) if runner.native_id else 0.0
-        return times
-
     @property
     def boot_ns(self) -> int | None:
         """From the start of domain creation to the guest's first hypercall."""
@@ -546,56 +384,4 @@ class Domain:
         return first - self.created_ns if first is not None else None
 
     def stats(self) -> DomainStats:
-        cpu = self.vcpu_cpu_times()
-        per_vcpu = self.accounting.per_vcpu()
-        vcpus = [
-            VcpuInfo(
-                vcpu_id,
-                runner.state,
-                runner.is_up,
-                cpu.get(vcpu_id, 0.0),
-                per_vcpu.get(vcpu_id, 0),
-                sorted(runner.affinity) if runner.affinity else None,
-            )
-            for vcpu_id, runner in sorted(list(self.runners.items()))
-        ]
-        alive = self._state not in (DomainState.DEAD,)
-        reports = alive and self.xen is None  # a Xen PV guest reports no use of its own
-        guest_used = struct.unpack_from("<Q", self.shared, abi.SI_GUEST_USED_PAGES)[0] if reports else 0
-        memory = MemoryInfo(
-            boot_bytes=self.config.memory,
-            present_bytes=self.memory.size if alive else 0,
-            max_bytes=self.config.maxmem_or_memory,
-            target_bytes=self.balloon_target_bytes if alive else 0,
-            held_bytes=self.memory.held_pages * layout.PAGE_SIZE if alive else 0,
-            guest_used_bytes=guest_used * layout.PAGE_SIZE,
-            rss_bytes=self.memory.resident_bytes() if alive else 0,
-        )
-        per_op = self.accounting.per_op()
-        return DomainStats(
-            self.name,
-            self.state,
-            (time.monotonic_ns() - self.started_ns) / 1e9 if self.started_ns else 0.0,
-            vcpus,
-            memory,
-            per_op,
-            sum(per_op.values()),
-            self.shutdown_reason.name if self.shutdown_reason is not None else None,
-            self.crash_reason,
-            sampled_s=time.monotonic(),
-            personality=self.personality,
-            hypercalls_per_vcpu={str(v.id): v.hypercalls for v in vcpus},
-        )
-
-
-def thread_cpu_seconds(native_id: int) -> float:
-    """CPU seconds of one thread of this process (0.0 once it is gone)."""
-    try:
-        with open(f"/proc/self/task/{native_id}/schedstat", "rb") as f:
-            return int(f.read().split()[0]) / 1e9
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-def _align_up(value: int, alignment: int) -> int:
-    return -(-value // alignment) * alignment
+        return figures.domain_stats(self)

@@ -145,9 +145,9 @@ class HypercallHandler:
             return ENOENT
         domain = self.domain
         if cmd == VcpuOp.is_up:
-            return 1 if domain.vcpu_is_up(vcpu_id) else 0
+            return 1 if domain.vcpus.is_up(vcpu_id) else 0
         if cmd == VcpuOp.initialise:
-            if domain.vcpu_is_up(vcpu_id):
+            if domain.vcpus.is_up(vcpu_id):
                 return EEXIST
             raw = self.memory.read(context, abi.VCPU_CONTEXT.size)
             if raw is None:
@@ -158,16 +158,16 @@ class HypercallHandler:
             domain.initialise_vcpu(vcpu_id, rip, rsp, rdi)
             return 0
         if cmd == VcpuOp.up:
-            if not domain.vcpu_wanted(vcpu_id):
+            if not domain.vcpus.wanted(vcpu_id):
                 return EPERM
-            domain.vcpu_up(vcpu_id)
+            domain.vcpus.up(vcpu_id)
             return 0
         # VcpuOp.down
         if vcpu_id == 0:
             return EPERM
-        if domain.vcpu_wanted(vcpu_id):
+        if domain.vcpus.wanted(vcpu_id):
             return EBUSY
-        domain.vcpu_down(vcpu_id)
+        domain.vcpus.down(vcpu_id)
         return 0
 
     # --- memory -----------------------------------------------------------

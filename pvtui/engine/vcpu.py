@@ -16,6 +16,7 @@ import struct
 import threading
 import time
 import traceback
+from enum import StrEnum
 from fcntl import ioctl
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,18 @@ from pvtui.errors import PvtuiError
 
 if TYPE_CHECKING:
     from pvtui.engine.domain import Domain
+
+
+class VcpuState(StrEnum):
+    """What a vCPU's thread is doing (its string is what ``vcpu-list`` shows)."""
+
+    CREATED = "created"  # no thread yet
+    RUNNING = "running"  # in or around KVM_RUN
+    BLOCKED = "blocked"  # in sched_op block
+    PAUSED = "paused"  # parked by the engine
+    OFFLINE = "offline"  # taken down through vcpu_op
+    STOPPED = "stopped"  # the thread finished
+
 
 KICK_SIGNAL = signal.SIGUSR1
 #: Re-pair the guest TSC with the host clock this often, so NTP slewing never drifts the guest.
@@ -73,7 +86,7 @@ class VcpuRunner:
         self.id = vcpu.id
         self.counter = domain.accounting.counter_for(vcpu.id)
         self.cond = threading.Condition()
-        self.state = "created"
+        self.state = VcpuState.CREATED
         self.thread: threading.Thread | None = None
         self.native_id: int | None = None
         self.timer_deadline_ns = 0
@@ -88,12 +101,12 @@ class VcpuRunner:
     # --- engine side --------------------------------------------------------
     def start(self) -> None:
         self.thread = threading.Thread(target=self._main, name=f"{self.domain.name}/vcpu{self.id}", daemon=True)
-        self.state = "running"
+        self.state = VcpuState.RUNNING
         self.thread.start()
 
     @property
     def is_up(self) -> bool:
-        return self.thread is not None and self.state not in ("offline", "stopped", "created")
+        return self.thread is not None and self.state not in (VcpuState.OFFLINE, VcpuState.STOPPED, VcpuState.CREATED)
 
     def wake(self) -> None:
         """End a sched_op block (an event arrived)."""
@@ -159,7 +172,7 @@ class VcpuRunner:
         """Wait until the thread is out of the guest (paused, offline or stopped)."""
         deadline = time.monotonic() + timeout
         with self.cond:
-            while self.state == "running":
+            while self.state is VcpuState.RUNNING:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -175,14 +188,14 @@ class VcpuRunner:
         """Wait while paused or offline; True when the thread must end."""
         with self.cond:
             while not self._stop and (self._pause or self._offline):
-                self.state = "paused" if self._pause else "offline"
+                self.state = VcpuState.PAUSED if self._pause else VcpuState.OFFLINE
                 self.cond.notify_all()
                 self.domain.vcpu_state_changed()
                 self.cond.wait()
             if self._stop:
                 return True
-            if self.state != "running":
-                self.state = "running"
+            if self.state is not VcpuState.RUNNING:
+                self.state = VcpuState.RUNNING
                 self.domain.vcpu_state_changed()
             return False
 
@@ -193,7 +206,7 @@ class VcpuRunner:
             self.domain.refresh_clock(self)
         pending = self.domain.pending_view(self.id)
         with self.cond:
-            self.state = "blocked"
+            self.state = VcpuState.BLOCKED
             self.cond.notify_all()
             self.domain.vcpu_state_changed()
             while not self._stop and not self._offline:
@@ -204,7 +217,7 @@ class VcpuRunner:
                 if deadline and now >= deadline:
                     break
                 self.cond.wait((deadline - now) / 1e9 if deadline else None)
-            self.state = "running"
+            self.state = VcpuState.RUNNING
             self.domain.vcpu_state_changed()
 
     def _main(self) -> None:
@@ -269,6 +282,6 @@ class VcpuRunner:
         finally:
             self.final_cpu_time_s = time.thread_time()
             with self.cond:
-                self.state = "stopped"
+                self.state = VcpuState.STOPPED
                 self.cond.notify_all()
             self.domain.vcpu_state_changed()

@@ -93,7 +93,7 @@ class EventCalls(GuestCalls):
             elif cmd == x.EVTCHNOP_send:
                 vcpu = guest.raise_port(port)
                 if vcpu is not None and vcpu != runner.id:
-                    self.domain.runners[vcpu].wake()
+                    self.domain.vcpus.wake(vcpu)
             return 0
         return _neg(x.ENOSYS)
 

@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pvtui.engine.errors import DomainError
 from pvtui.engine.kvm.structs import KvmSegment, kvm_msrs
 from pvtui.engine.xen import abi as x
 from pvtui.engine.xen import machine as m
@@ -66,14 +67,12 @@ class XenGuest:
         self.notes = notes
         self.memory = domain.memory
         #: The boot RAM slot (it starts at 0): the fast path of every guest access.
-        self._ram = domain.memory.slots[0].view
+        self.ram = domain.memory.slots[0].view
         self.nr_pages = domain.config.memory // PAGE
         self.vm_assist = 0
         self._lock = threading.RLock()
         self.boot = m.boot_layout(self.nr_pages, kernel_end)
         if self.boot.end > domain.config.memory:
-            from pvtui.engine.domain import DomainError
-
             raise DomainError(
                 f"Domain {domain.name} has too little memory",
                 f"Its kernel and Xen's boot structures need {self.boot.end >> 20} MiB; raise memory:.",
@@ -128,8 +127,6 @@ class XenGuest:
         info = m.start_info_bytes(boot, m.PRIVATE_GPA + m.P_SHARED_INFO * PAGE, flags, encoded)
         mem.write(boot.start_info, info)
         if not mem.write(self.notes.hypercall_page, m.hypercall_page()):
-            from pvtui.engine.domain import DomainError
-
             raise DomainError(
                 f"Kernel of {self.domain.name} has its hypercall page outside memory",
                 f"XEN_ELFNOTE_HYPERCALL_PAGE says {self.notes.hypercall_page:#x}; raise memory: or fix the kernel.",
@@ -260,7 +257,7 @@ class XenGuest:
         """Make PVM's shadow MMU drop what it cached of the guest's tables.
 
         PVM does not see the VMM's own writes to page tables in guest memory
-        (KVM-FACTS.md); deleting and re-adding the memory slots does flush
+        (measured on PVM); deleting and re-adding the memory slots does flush
         them (~0.06 ms each). Only the calling vCPU runs Xen PV guests' MMU
         hypercalls, so no other vCPU is inside KVM_RUN on a vanishing slot.
         """
@@ -302,52 +299,6 @@ class XenGuest:
         if value & x.PTE_PSE:
             return None
         return value | x.PTE_US
-
-    def validate_tables(self, table_gpa: int, level: int) -> None:
-        """Xen's page-table validation, as far as a 64-bit PV guest sees it: every present
-        entry of the table at ``table_gpa`` (``level`` 4..1) and of the tables below it gets
-        the user bit (the guest kernel runs in ring 3). Frames outside the guest's RAM are
-        left alone."""
-        seen: set[int] = set()
-        work = [(table_gpa & x.PTE_ADDR_MASK, level)]
-        while work:
-            table, depth = work.pop()
-            if table in seen or not 0 <= table >> 12 < self.nr_pages:
-                continue
-            seen.add(table)
-            entries = list(struct.unpack("<512Q", self._ram[table : table + PAGE]))
-            changed = False
-            for index, entry in enumerate(entries):
-                if not entry & x.PTE_P or (depth == 4 and index == m.PRIVATE_L4_SLOT):
-                    continue
-                if not entry & x.PTE_US:
-                    entries[index] = entry | x.PTE_US
-                    changed = True
-                if depth > 1 and not (depth in (2, 3) and entry & x.PTE_PSE):
-                    work.append((entry & x.PTE_ADDR_MASK, depth - 1))
-            if changed:
-                self._ram[table : table + PAGE] = struct.pack("<512Q", *entries)
-
-    def table_level(self, cr3: int, table_gpa: int) -> int | None:
-        """The level (4..1) ``table_gpa``'s page has in the tables under ``cr3``, if it is one of them."""
-        frame = table_gpa & x.PTE_ADDR_MASK
-        level_tables = [cr3 & x.PTE_ADDR_MASK]
-        for level in (4, 3, 2, 1):
-            if frame in level_tables:
-                return level
-            if level == 1:
-                return None
-            below = []
-            for table in level_tables:
-                if not 0 <= table >> 12 < self.nr_pages:
-                    continue
-                for index, entry in enumerate(struct.unpack("<512Q", self._ram[table : table + PAGE])):
-                    large = level in (2, 3) and entry & x.PTE_PSE
-                    private = level == 4 and index == m.PRIVATE_L4_SLOT
-                    if entry & x.PTE_P and not large and not private:
-                        below.append(entry & x.PTE_ADDR_MASK)
-            level_tables = below
-        return None
 
     def install_l4_private(self, l4_gpa: int) -> bool:
         """Give a guest L4 the private area's entry (as Xen copies its slots into every L4)."""

@@ -324,7 +324,7 @@ class XenHypercalls(GuestCalls):
         if not 0 <= vcpu < self.domain.max_vcpus:
             return _neg(x.ENOENT)
         if cmd == x.VCPUOP_is_up:
-            return 1 if self.domain.vcpu_is_up(vcpu) else 0
+            return 1 if self.domain.vcpus.is_up(vcpu) else 0
         if cmd in (x.VCPUOP_stop_periodic_timer, x.VCPUOP_stop_singleshot_timer):
             if vcpu == runner.id:
                 runner.timer_deadline_ns = 0

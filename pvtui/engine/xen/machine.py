@@ -106,7 +106,7 @@ def reserved_gdt_page(tss_va: int) -> bytes:
 def tss_bytes(rsp0: int) -> bytes:
     """A 64-bit TSS whose I/O bitmap lets CPL 3 reach the hypercall port and nothing else.
 
-    PVM ignores RFLAGS.IOPL (KVM-FACTS.md): the bitmap alone decides, so
+    PVM ignores RFLAGS.IOPL (measured): the bitmap alone decides, so
     every other ``in``/``out`` at CPL 3 raises #GP, which is how the
     guest's *virtual* IOPL is emulated.
     """

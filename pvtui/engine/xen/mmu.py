@@ -13,10 +13,11 @@ from pvtui.engine.xen import abi as x
 from pvtui.engine.xen import machine as m
 from pvtui.engine.xen.calls import GuestCalls
 from pvtui.engine.xen.calls import neg as _neg
+from pvtui.engine.xen.machine import PAGE
 
 if TYPE_CHECKING:
     from pvtui.engine.vcpu import VcpuRunner
-    from pvtui.engine.xen.guest import PvVcpu
+    from pvtui.engine.xen.guest import PvVcpu, XenGuest
 
 
 class MmuCalls(GuestCalls):
@@ -62,12 +63,12 @@ class MmuCalls(GuestCalls):
             pte = self.guest.guest_pte(value)
             if pte is None or not 0 <= address >> 12 < self.guest.nr_pages:
                 return _neg(x.EINVAL)
-            level = self.guest.table_level(self.guest.current_cr3(self._state(runner)), address)
+            level = table_level(self.guest, self.guest.current_cr3(self._state(runner)), address)
             if level == 4 and (address & 0xFFF) // 8 == m.PRIVATE_L4_SLOT:
                 return _neg(x.EPERM)  # the engine's own slot
             self.guest.memory.write(address, struct.pack("<Q", pte))
             if level is not None and level > 1 and pte & x.PTE_P and not pte & x.PTE_PSE:
-                self.guest.validate_tables(pte, level - 1)  # as Xen validates a table it links in
+                validate_tables(self.guest, pte, level - 1)  # as Xen validates a table it links in
             applied += 1
         if applied:
             self.guest.flush_mappings()
@@ -113,7 +114,7 @@ class MmuCalls(GuestCalls):
         if mfn and not self.guest.install_l4_private(mfn << 12):
             return _neg(x.EINVAL)
         if mfn:
-            self.guest.validate_tables(mfn << 12, 4)
+            validate_tables(self.guest, mfn << 12, 4)
         before = self.guest.current_cr3(state)
         if user:
             state.user_cr3 = mfn << 12
@@ -162,3 +163,51 @@ class MmuCalls(GuestCalls):
             sregs = runner.vcpu.get_sregs()
             sregs.cr3 = after
             runner.vcpu.set_sregs(sregs)
+
+
+def validate_tables(guest: XenGuest, table_gpa: int, level: int) -> None:
+    """Xen's page-table validation, as far as a 64-bit PV guest sees it: every present
+    entry of the table at ``table_gpa`` (``level`` 4..1) and of the tables below it gets
+    the user bit (the guest kernel runs in ring 3). Frames outside the guest's RAM are
+    left alone."""
+    seen: set[int] = set()
+    work = [(table_gpa & x.PTE_ADDR_MASK, level)]
+    while work:
+        table, depth = work.pop()
+        if table in seen or not 0 <= table >> 12 < guest.nr_pages:
+            continue
+        seen.add(table)
+        entries = list(struct.unpack("<512Q", guest.ram[table : table + PAGE]))
+        changed = False
+        for index, entry in enumerate(entries):
+            if not entry & x.PTE_P or (depth == 4 and index == m.PRIVATE_L4_SLOT):
+                continue
+            if not entry & x.PTE_US:
+                entries[index] = entry | x.PTE_US
+                changed = True
+            if depth > 1 and not (depth in (2, 3) and entry & x.PTE_PSE):
+                work.append((entry & x.PTE_ADDR_MASK, depth - 1))
+        if changed:
+            guest.ram[table : table + PAGE] = struct.pack("<512Q", *entries)
+
+
+def table_level(guest: XenGuest, cr3: int, table_gpa: int) -> int | None:
+    """The level (4..1) ``table_gpa``'s page has in the tables under ``cr3``, if it is one of them."""
+    frame = table_gpa & x.PTE_ADDR_MASK
+    level_tables = [cr3 & x.PTE_ADDR_MASK]
+    for level in (4, 3, 2, 1):
+        if frame in level_tables:
+            return level
+        if level == 1:
+            return None
+        below = []
+        for table in level_tables:
+            if not 0 <= table >> 12 < guest.nr_pages:
+                continue
+            for index, entry in enumerate(struct.unpack("<512Q", guest.ram[table : table + PAGE])):
+                large = level in (2, 3) and entry & x.PTE_PSE
+                private = level == 4 and index == m.PRIVATE_L4_SLOT
+                if entry & x.PTE_P and not large and not private:
+                    below.append(entry & x.PTE_ADDR_MASK)
+        level_tables = below
+    return None

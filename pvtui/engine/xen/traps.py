@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 from pvtui.engine.kvm import ioctl as k
 from pvtui.engine.xen import abi as x
 from pvtui.engine.xen import machine as m
-from pvtui.engine.xen.decode import GPR_NAMES, Insn, decode
+from pvtui.engine.xen.decode import Insn, decode
+from pvtui.engine.xen.frames import bounce_frame, get_gpr, set_gpr
 from pvtui.engine.xen.guest import canonical
 
 if TYPE_CHECKING:
@@ -158,17 +159,17 @@ class TrapHandler:
             value = self._read_cr(runner, state, insn.cr)
             if value is None:
                 return False
-            _set_gpr(regs, frame, insn.gpr, value)
+            set_gpr(regs, frame, insn.gpr, value)
         elif kind == "mov_to_cr":
-            if not self._write_cr(runner, state, insn.cr, _get_gpr(regs, frame, insn.gpr)):
+            if not self._write_cr(runner, state, insn.cr, get_gpr(regs, frame, insn.gpr)):
                 return False
         elif kind == "mov_from_dr":
             value = self._read_dr(state, insn.cr)
             if value is None:
                 return False
-            _set_gpr(regs, frame, insn.gpr, value)
+            set_gpr(regs, frame, insn.gpr, value)
         elif kind == "mov_to_dr":
-            if not self.calls.cpu.set_debugreg_value(runner, state, insn.cr, _get_gpr(regs, frame, insn.gpr)):
+            if not self.calls.cpu.set_debugreg_value(runner, state, insn.cr, get_gpr(regs, frame, insn.gpr)):
                 return False
         elif kind == "rdmsr":
             value = self._rdmsr(runner, state, regs.rcx & 0xFFFFFFFF)
@@ -351,49 +352,6 @@ class TrapHandler:
         frame[0] = handler
         frame[2] = rflags & ~(x.RFLAGS_AC | x.RFLAGS_VM | x.RFLAGS_RF | x.RFLAGS_NT | x.RFLAGS_TF)
         frame[3] = new_rsp
-
-
-def bounce_frame(
-    kernel_mode: bool,
-    stack: int,
-    rcx: int,
-    r11: int,
-    error_code: int | None,
-    rip: int,
-    rflags: int,
-    rsp: int,
-    ss: int,
-    saved_mask: int,
-    iopl: int | None,
-) -> tuple[int, bytes]:
-    """Xen's bounce frame (x86-64 ``create_bounce_frame``), lowest address first:
-    RCX, R11, [error code], RIP, CS (saved upcall mask in bits 32+), RFLAGS, RSP, SS,
-    below ``stack`` aligned down to 16. Returns (the frame's address, its bytes).
-
-    CS shows RPL 0 when the guest was in kernel mode ("indicate kernel context
-    to guest"); RFLAGS.IF shows the virtual IF (not the upcall mask), and IOPL
-    the virtual IOPL once the guest enabled architectural IOPL.
-    """
-    cs = x.FLAT_RING3_CS64 & ~3 if kernel_mode else x.FLAT_RING3_CS64
-    shown = (rflags & ~(x.RFLAGS_IF | x.RFLAGS_IOPL)) | (0 if saved_mask else x.RFLAGS_IF)
-    if iopl is not None:
-        shown |= iopl << 12
-    words = [rcx, r11] + ([error_code] if error_code is not None else [])
-    words += [rip, cs | (saved_mask << 32), shown, rsp, ss]
-    address = ((stack & ~0xF) - 8 * len(words)) & _U64
-    return address, struct.pack(f"<{len(words)}Q", *(w & _U64 for w in words))
-
-
-def _get_gpr(regs: object, frame: list[int], gpr: int) -> int:
-    """A guest register at the fault: rsp is in the exception frame (the stub runs on its own stack)."""
-    return frame[3] if gpr == 4 else int(getattr(regs, GPR_NAMES[gpr]))
-
-
-def _set_gpr(regs: object, frame: list[int], gpr: int, value: int) -> None:
-    if gpr == 4:
-        frame[3] = value & _U64
-    else:
-        setattr(regs, GPR_NAMES[gpr], value & _U64)
 
 
 def runnerless_apic_id() -> int:
