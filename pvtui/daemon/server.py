@@ -287,19 +287,19 @@ class Pvd(PvdMonitors):
 
     @PVD_OPS.op("mem_set", {"name": str, "size": SIZE}, fresh_stats=True)
     async def op_mem_set(self, client: ClientConn, args: dict[str, Any]) -> Any:
-        name, size = args["name"], _size(args["size"])
-        record, link = self._live(name)
-        memory = (record.stats or {}).get("memory") or {}
-        admission.check_memory(size - memory.get("held_bytes", 0), f"{name}'s memory target")
-        return self._fresh(name, await link.request("mem_set", bytes=size))
+        return await self._memory(args, "mem_set", "held_bytes", "{name}'s memory target")
 
     @PVD_OPS.op("mem_max", {"name": str, "size": SIZE}, fresh_stats=True)
     async def op_mem_max(self, client: ClientConn, args: dict[str, Any]) -> Any:
+        return await self._memory(args, "mem_max", "present_bytes", "growing {name}")
+
+    async def _memory(self, args: dict[str, Any], op: str, now_field: str, what: str) -> Any:
+        """A memory request, admitted against what it adds to the domain's ``now_field``."""
         name, size = args["name"], _size(args["size"])
         record, link = self._live(name)
         memory = (record.stats or {}).get("memory") or {}
-        admission.check_memory(size - memory.get("present_bytes", 0), f"growing {name}")
-        return self._fresh(name, await link.request("mem_max", bytes=size))
+        admission.check_memory(size - memory.get(now_field, 0), what.format(name=name))
+        return self._fresh(name, await link.request(op, bytes=size))
 
     @PVD_OPS.op("console", {"name": str, "offset?": int})
     async def op_console(self, client: ClientConn, args: dict[str, Any]) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from functools import cache
-from typing import Any
+from typing import Any, Self
 
 
 @cache
@@ -22,6 +22,14 @@ def _pick(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     """Only the keys this dataclass knows: a newer pvd may send more."""
     names = _field_names(cls)
     return {k: v for k, v in data.items() if k in names}
+
+
+class _Shape:
+    """A reply shape whose fields are plain JSON values: ``from_dict`` keeps the keys it knows."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        return cls(**_pick(cls, data))
 
 
 @dataclass(frozen=True)
@@ -40,7 +48,7 @@ class MemoryInfo:
 
 
 @dataclass(frozen=True)
-class VcpuInfo:
+class VcpuInfo(_Shape):
     id: int
     state: str
     online: bool
@@ -51,10 +59,6 @@ class VcpuInfo:
     host_cpu: int | None = None
     #: Over pvd's last sampling interval; ``None`` until two samples exist.
     cpu_percent: float | None = None
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> VcpuInfo:
-        return cls(**_pick(cls, data))
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,7 @@ class DomainSummary:
 
 
 @dataclass(frozen=True)
-class HostInfo:
+class HostInfo(_Shape):
     cpus: int
     #: Busy share of all host CPUs over pvd's last interval of ≥ 1 s (``None`` before one).
     cpu_percent: float | None
@@ -108,13 +112,9 @@ class HostInfo:
     cpu_busy_s: float = 0.0
     cpu_total_s: float = 0.0
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> HostInfo:
-        return cls(**_pick(cls, data))
-
 
 @dataclass(frozen=True)
-class HypercallInfo:
+class HypercallInfo(_Shape):
     seq: int
     time_ns: int
     vcpu: int
@@ -123,10 +123,6 @@ class HypercallInfo:
     result: int
     latency_ns: int
     in_multicall: bool
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> HypercallInfo:
-        return cls(**_pick(cls, data))
 
 
 @dataclass(frozen=True)
@@ -187,7 +183,7 @@ class DomainInfo:
 
 
 @dataclass(frozen=True)
-class EngineHello:
+class EngineHello(_Shape):
     version: str
     protocol: int
     pid: int
@@ -198,50 +194,30 @@ class EngineHello:
     domains: int
     cpu_control: str
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EngineHello:
-        return cls(**_pick(cls, data))
-
 
 @dataclass(frozen=True)
-class ShutdownRequest:
+class ShutdownRequest(_Shape):
     """``shutdown`` / ``reboot``: what was asked, and with ``wait`` what became of it."""
 
     requested: str
     outcome: str | None = None
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ShutdownRequest:
-        return cls(**_pick(cls, data))
-
 
 @dataclass(frozen=True)
-class Destroyed:
+class Destroyed(_Shape):
     name: str
     state: str
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Destroyed:
-        return cls(**_pick(cls, data))
-
 
 @dataclass(frozen=True)
-class SchedCredit:
+class SchedCredit(_Shape):
     name: str
     weight: int
     cap: int
     backend: str
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SchedCredit:
-        return cls(**_pick(cls, data))
-
 
 @dataclass(frozen=True)
-class EngineStopping:
+class EngineStopping(_Shape):
     stopping: bool
     domains_left: int
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EngineStopping:
-        return cls(**_pick(cls, data))

@@ -67,7 +67,8 @@ def page_table_bytes(mapped_bytes: int) -> dict[int, bytes]:
     return tables
 
 
-def _descriptor(base: int, limit: int, type_: int, s: int, dpl: int, l_bit: int, db: int, g: int) -> int:
+def descriptor(base: int, limit: int, type_: int, s: int, dpl: int, l_bit: int, db: int, g: int) -> int:
+    """One 8-byte GDT descriptor (both personalities build their GDTs with it)."""
     access = type_ | (s << 4) | (dpl << 5) | (1 << 7)
     flags = (l_bit << 1) | (db << 2) | (g << 3)
     return (
@@ -83,10 +84,10 @@ def _descriptor(base: int, limit: int, type_: int, s: int, dpl: int, l_bit: int,
 def gdt_bytes() -> bytes:
     """A GDT with kernel code, user data/code and a 64-bit TSS (16-byte entry)."""
     entries = [0] * 10
-    entries[1] = _descriptor(0, 0xFFFFF, 11, 1, 0, 1, 0, 1)
-    entries[5] = _descriptor(0, 0xFFFFF, 3, 1, 3, 0, 1, 1)
-    entries[6] = _descriptor(0, 0xFFFFF, 11, 1, 3, 1, 0, 1)
-    entries[8] = _descriptor(TSS_ADDR, 0x67, 11, 0, 0, 0, 0, 0)
+    entries[1] = descriptor(0, 0xFFFFF, 11, 1, 0, 1, 0, 1)
+    entries[5] = descriptor(0, 0xFFFFF, 3, 1, 3, 0, 1, 1)
+    entries[6] = descriptor(0, 0xFFFFF, 11, 1, 3, 1, 0, 1)
+    entries[8] = descriptor(TSS_ADDR, 0x67, 11, 0, 0, 0, 0, 0)
     entries[9] = TSS_ADDR >> 32
     return struct.pack("<10Q", *entries)
 

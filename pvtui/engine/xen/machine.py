@@ -16,6 +16,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from pvtui.engine.layout import descriptor
 from pvtui.engine.xen import abi as x
 
 PAGE = 4096
@@ -70,19 +71,6 @@ def vcpu_stack_page(vcpu: int) -> int:
 #: The engine's own GDT entries, in the page Xen reserves (from FIRST_RESERVED_GDT_BYTE).
 HV_CS_SELECTOR = 0xE008  # ring-0 code for the stubs
 TSS_SELECTOR = 0xE040
-
-
-def descriptor(base: int, limit: int, type_: int, s: int, dpl: int, l_bit: int, db: int, g: int) -> int:
-    access = type_ | (s << 4) | (dpl << 5) | (1 << 7)
-    flags = (l_bit << 1) | (db << 2) | (g << 3)
-    return (
-        (limit & 0xFFFF)
-        | ((base & 0xFFFFFF) << 16)
-        | (access << 40)
-        | (((limit >> 16) & 0xF) << 48)
-        | (flags << 52)
-        | (((base >> 24) & 0xFF) << 56)
-    )
 
 
 #: TSS: 104 bytes, then the I/O bitmap (ports 0..255), then the 0xff terminator.
