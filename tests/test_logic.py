@@ -126,3 +126,84 @@ def test_an_op_is_declared_once():
 
     with pytest.raises(ValueError, match="declared twice"):
         table.op("x")(handler)
+
+
+class _FakeMemory:
+    """Guest RAM as a bytearray: what the handlers read and write, bounds-checked like GuestMemory."""
+
+    def __init__(self, size: int) -> None:
+        self.ram = bytearray(size)
+        self.held_pages = size // 4096
+
+    def check(self, gpa: int, length: int) -> bool:
+        return gpa >= 0 and gpa + length <= len(self.ram)
+
+    def read(self, gpa: int, length: int) -> bytes | None:
+        return bytes(self.ram[gpa : gpa + length]) if self.check(gpa, length) else None
+
+    def view(self, gpa: int, length: int) -> memoryview:
+        if not self.check(gpa, length):
+            raise ValueError("outside")
+        return memoryview(self.ram)[gpa : gpa + length]
+
+
+class _FakeDomain:
+    def __init__(self) -> None:
+        from pvtui.engine.accounting import HypercallAccounting
+        from pvtui.engine.console import ConsoleBuffer
+
+        self.memory = _FakeMemory(1 << 20)
+        self.accounting = HypercallAccounting()
+        self.console = ConsoleBuffer()
+        self.max_vcpus = 2
+        self.max_pages = 512
+        self.events: list[tuple[int, int]] = []
+        self.shutdowns: list[object] = []
+
+    def raise_event(self, vcpu: int, port: int) -> None:
+        self.events.append((vcpu, port))
+
+    def guest_shutdown(self, reason: object, vcpu: int) -> None:
+        self.shutdowns.append(reason)
+
+
+class _FakeRunner:
+    id = 0
+    timer_deadline_ns = 0
+
+    def __init__(self, domain: _FakeDomain) -> None:
+        self.counter = domain.accounting.counter_for(0)
+
+
+def test_pvtui_hypercall_handlers_check_everything_against_guest_memory():
+    """The handlers of pvtui's ABI with random and hostile arguments: an errno, never an exception."""
+    import random
+
+    from pvtui.engine import abi
+    from pvtui.engine.hypercalls import HypercallHandler
+
+    domain = _FakeDomain()
+    handler = HypercallHandler(domain)  # type: ignore[arg-type]
+    runner = _FakeRunner(domain)
+    domain.memory.ram[0x1000:0x1005] = b"hello"
+    assert handler.dispatch(runner, abi.Hypercall.console_io, abi.CONSOLEIO_write, 5, 0x1000, 0, 0) == 0  # type: ignore[arg-type]
+    assert domain.console.text() == "hello"
+    assert (
+        handler.dispatch(runner, abi.Hypercall.console_io, abi.CONSOLEIO_write, 5, 1 << 40, 0, 0) == -abi.Errno.EFAULT
+    )  # type: ignore[arg-type]
+    assert handler.dispatch(runner, 77, 0, 0, 0, 0, 0) == -abi.Errno.ENOSYS  # type: ignore[arg-type]
+    assert handler.dispatch(runner, abi.Hypercall.sched_op, abi.SchedOp.shutdown, 99, 0, 0, 0) == -abi.Errno.EINVAL  # type: ignore[arg-type]
+    assert (
+        handler.dispatch(runner, abi.Hypercall.event_channel_op, abi.EVTCHNOP_send, 999, 0, 0, 0) == -abi.Errno.EINVAL
+    )  # type: ignore[arg-type]
+    rng = random.Random(7)
+    for _ in range(5000):
+        op = rng.choice([*map(int, abi.Hypercall), rng.randrange(64)])
+        if op == abi.Hypercall.sched_op:
+            continue  # block and shutdown need a vCPU thread
+        args = [rng.choice([0, 1, 2, rng.randrange(1 << 64), rng.randrange(1 << 20)]) for _ in range(5)]
+        if op == abi.Hypercall.vcpu_op:
+            args[1] = rng.randrange(4, 1 << 32)  # an existing vCPU needs the engine's vCPU set
+        result = handler.dispatch(runner, op, *args)  # type: ignore[arg-type]
+        assert isinstance(result, int)
+    assert domain.accounting.total() >= 4000

@@ -18,6 +18,7 @@ from pvtui.cli.exitcodes import ExitCode
 from pvtui.cli.top import cmd_top, figure
 from pvtui.client import Client, EngineError
 from pvtui.client.models import HypercallInfo
+from pvtui.domain.cpuset import format_cpu_list
 from pvtui.domain.limits import SHUTDOWN_TIMEOUT_S
 from pvtui.domain.state import xl_flags
 from pvtui.domain.units import MIB
@@ -103,7 +104,7 @@ async def cmd_vcpu_list(client: Client, args: argparse.Namespace) -> int:
     for name, vcpus in rows.items():
         for v in vcpus:
             cpu = "-" if v.host_cpu is None or not v.online else str(v.host_cpu)
-            affinity = ",".join(map(str, v.affinity)) if v.affinity else "all"
+            affinity = format_cpu_list(v.affinity) if v.affinity else "all"
             print(
                 f"{name:<20} {domids.get(name, 0):>4} {v.id:>4} {cpu:>4} {v.state:<8} {v.cpu_time_s:>9.2f} "
                 f"{v.hypercalls:>9} {affinity}"

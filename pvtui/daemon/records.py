@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from pvtui.daemon.link import MonitorLink
 from pvtui.daemon.monitor import MonitorSpec
 from pvtui.daemon.rates import DomainRates
 from pvtui.daemon.zygote import Zygote
+from pvtui.domain.model import DomainSummary, MemoryInfo
 from pvtui.domain.schema import DomainConfig
 from pvtui.engine.lifecycle import RestartGuard
 
@@ -51,35 +52,36 @@ class DomainRecord:
         return self.spec.name
 
     def summary(self) -> dict[str, Any]:
+        """The domain as ``list`` and the ``stats`` events send it: a :class:`DomainSummary`."""
         stats = self.stats or {}
-        memory = stats.get("memory") or {}
-        return {
-            "name": self.name,
-            "domid": self.spec.domid,
-            "state": self.state,
-            "pid": self.pid,
-            "cpu_s": round(sum(v["cpu_time_s"] for v in stats.get("vcpus", [])), 3),
-            "cpu_percent": _rounded(self.rates.cpu_percent, 2),
-            "engine_cpu_percent": _rounded(self.rates.engine_cpu_percent, 3),
-            "vcpus_online": stats.get("online_vcpus", 0),
-            "vcpus_max": self.config.maxvcpus_or_vcpus,
-            "memory": memory,
-            "hypercalls_total": stats.get("hypercalls_total", 0),
-            "hypercalls_per_s": _rounded(self.rates.hypercalls_per_s, 1),
-            "uptime_s": round(stats.get("uptime_s", 0.0), 2),
-            "weight": self.weight,
-            "cap": self.cap,
-            "definition": self.spec.definition,
-            "restarts": stats.get("restarts", 0),
-            "crash_reason": self.crash_reason or stats.get("crash_reason"),
-            "personality": stats.get("personality", "pvtui"),
+        summary = DomainSummary(
+            name=self.name,
+            domid=self.spec.domid,
+            state=self.state,
+            pid=self.pid,
+            cpu_s=round(sum(v["cpu_time_s"] for v in stats.get("vcpus", [])), 3),
+            cpu_percent=_rounded(self.rates.cpu_percent, 2),
+            engine_cpu_percent=_rounded(self.rates.engine_cpu_percent, 3),
+            vcpus_online=stats.get("online_vcpus", 0),
+            vcpus_max=self.config.maxvcpus_or_vcpus,
+            memory=MemoryInfo.from_dict(stats.get("memory")),
+            hypercalls_total=stats.get("hypercalls_total", 0),
+            hypercalls_per_s=_rounded(self.rates.hypercalls_per_s, 1),
+            uptime_s=round(stats.get("uptime_s", 0.0), 2),
+            weight=self.weight,
+            cap=self.cap,
+            definition=self.spec.definition,
+            restarts=stats.get("restarts", 0),
+            crash_reason=self.crash_reason or stats.get("crash_reason"),
+            personality=stats.get("personality", "pvtui"),
             # pvd's clock when this was put together: a client holding two
             # summaries (an event in flight, a reply) keeps the newer one.
-            "as_of": time.monotonic(),
+            as_of=time.monotonic(),
             # When the monitor read the counters above (cpu_s, hypercalls_total):
             # a client taking its own rates divides by the difference of these.
-            "sampled_s": stats.get("sampled_s"),
-        }
+            sampled_s=stats.get("sampled_s"),
+        )
+        return asdict(summary)
 
 
 @dataclass(eq=False)

@@ -12,6 +12,7 @@ from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Input, RichLog, Static
 
 from pvtui.client import Client, EngineError, HypercallInfo
+from pvtui.domain.cpuset import format_cpu_list
 from pvtui.domain.model import DomainInfo, DomainStats, MemoryInfo, VcpuInfo
 from pvtui.ui import actions
 from pvtui.ui.format import History, bar, duration, measured, mib, spark
@@ -274,7 +275,7 @@ class DomainScreen(Screen[None]):
                 measured(pct),
                 spark(list(self.history.get(key))[-12:], 100, 12),
                 "-" if vcpu.host_cpu is None or not vcpu.online else str(vcpu.host_cpu),
-                ",".join(map(str, vcpu.affinity)) if vcpu.affinity else "all",
+                format_cpu_list(vcpu.affinity) if vcpu.affinity else "all",
                 str(vcpu.hypercalls),
             ]
         self.query_one("#vcpus", LiveTable).sync_rows(rows)
