@@ -13,19 +13,9 @@ import time
 
 import psutil
 import pytest
-from helpers import REPO, Engine
+from helpers import REPO, Engine, wait_until
 
 MIB = 1 << 20
-
-
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 def domain(engine: Engine, name: str) -> dict | None:

@@ -77,6 +77,7 @@ async def cmd_top(client: Client, args: argparse.Namespace) -> int:
         print(
             f"pvtui top - {time.strftime('%H:%M:%S')}   {host.domains} domains: {states}   (rates over {args.delay:g}s)\n"
             f"Mem: {host.memory_total // KIB}k total, {host.memory_given // KIB}k given to domains, "
+            f"{host.memory_committed // KIB}k of {host.memory_commit_limit // KIB}k committed, "
             f"{host.memory_available // KIB}k free    CPUs: {host.cpus} @{figure(host.cpu_percent, 5, 1)}%"
         )
         print("\n".join(_top_rows(domains, host.memory_total)), flush=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -41,6 +42,8 @@ async def cmd_list(client: Client, args: argparse.Namespace) -> int:
             f"{d.name:<20} {d.domid:>4} {d.memory.held_bytes // MIB:>7} {d.vcpus_online:>5} {xl_flags(d.state):<6} "
             f"{d.cpu_s:>9.1f} {figure(d.cpu_percent, 6, 1)} {figure(d.hypercalls_per_s, 9, 1)}"
         )
+        if d.crash_reason and d.state in ("crashed", "dying", "dead"):
+            print(f"{'':<20} crashed: {d.crash_reason}")
     return ExitCode.OK
 
 
@@ -229,6 +232,10 @@ async def cmd_engine(client: Client | None, args: argparse.Namespace) -> int:
     from pvtui.client.client import default_domains_dir
 
     if args.action == "start":
+        if args.overcommit is not None:
+            from pvtui.daemon.admission import OVERCOMMIT_ENV, parse_overcommit
+
+            os.environ[OVERCOMMIT_ENV] = str(parse_overcommit(args.overcommit))  # the pvd started inherits it
         client = await Client.connect(start=True, domains_dir=default_domains_dir())
     else:
         try:
@@ -247,13 +254,24 @@ async def cmd_engine(client: Client | None, args: argparse.Namespace) -> int:
                 print(f"pvd stopping; {result.domains_left} domains keep running")
             return ExitCode.OK
         hello = await client.hello()
+        host = await client.host()
         if args.json:
             _json(hello)
         else:
             print(
                 f"pvd {hello.version} running, pid {hello.pid}, {hello.domains} domains, "
-                f"runtime {hello.runtime_dir}, domains from {hello.domains_dir}, cpu control {hello.cpu_control}"
+                f"runtime {hello.runtime_dir}, domains from {hello.domains_dir}, cpu control {hello.cpu_control}\n"
+                f"memory: {host.memory_committed // MIB} MiB committed of {host.memory_commit_limit // MIB} MiB "
+                f"(overcommit x{host.overcommit:g})"
             )
+        asked = getattr(args, "overcommit", None)
+        if asked is not None and float(asked) != host.overcommit:
+            print(
+                f"pvtui: pvd was already running with overcommit x{host.overcommit:g}; "
+                "stop it (pvtui engine stop) and start it again to change that",
+                file=sys.stderr,
+            )
+            return ExitCode.INVALID
         return ExitCode.OK
     finally:
         await client.close()
@@ -337,6 +355,11 @@ def add_verbs(verbs: argparse._SubParsersAction, run: Callable[[argparse.Namespa
     p = verb("engine", "Start, stop or show pvd.")
     p.add_argument("action", choices=("start", "stop", "status"))
     p.add_argument("--destroy-domains", action="store_true", help="with stop: destroy every domain first")
+    p.add_argument(
+        "--overcommit",
+        metavar="RATIO",
+        help="with start: let domains commit RATIO x the memory the host can back (default 1.0: never more)",
+    )
 
 
 async def run_verb(args: argparse.Namespace) -> int:

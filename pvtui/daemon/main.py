@@ -11,15 +11,21 @@ import os
 import sys
 from pathlib import Path
 
-from pvtui.daemon import paths
+from pvtui.daemon import admission, paths
 from pvtui.errors import PvtuiError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pvd", description="The pvtui engine daemon.")
     parser.add_argument("--domains", type=Path, help="directory of domain definitions (autostart)")
+    parser.add_argument(
+        "--overcommit",
+        metavar="RATIO",
+        help=f"let domains commit RATIO x the memory the host can back (default 1.0, or ${admission.OVERCOMMIT_ENV})",
+    )
     args = parser.parse_args(argv)
     try:
+        overcommit = admission.parse_overcommit(args.overcommit or os.environ.get(admission.OVERCOMMIT_ENV))
         paths.ensure_private_dir(paths.runtime_dir())
         paths.ensure_private_dir(paths.domains_dir())
     except PvtuiError as exc:
@@ -47,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         filename=paths.log_path(), level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
+    _last_for_the_oom_killer()
     with contextlib.suppress(ImportError):
         import setproctitle
 
@@ -55,7 +62,25 @@ def main(argv: list[str] | None = None) -> int:
 
     domains = args.domains.resolve() if args.domains else None
     try:
-        asyncio.run(Pvd(zygote, domains).run())
+        asyncio.run(Pvd(zygote, domains, overcommit).run())
     finally:
         zygote.sock.close()
     return 0
+
+
+#: pvd's OOM score adjustment: the kernel kills every other process first (-1000 would exempt it).
+PVD_OOM_SCORE_ADJ = -999
+
+
+def _last_for_the_oom_killer() -> None:
+    """Make pvd the last process the kernel's OOM killer picks.
+
+    After the zygote fork, so monitors (whose guests hold the memory) keep the
+    default score and are picked before pvd, which must live to apply their
+    ``on_crash``. Lowering the score needs root (CAP_SYS_RESOURCE): without it
+    pvd keeps its score and says so in its log.
+    """
+    try:
+        Path("/proc/self/oom_score_adj").write_text(str(PVD_OOM_SCORE_ADJ))
+    except OSError as exc:
+        logging.getLogger("pvtui.pvd").warning("cannot lower pvd's OOM score (%s); run pvd as root for that", exc)

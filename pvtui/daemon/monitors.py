@@ -20,6 +20,7 @@ import psutil
 from pvtui.daemon import admission, paths
 from pvtui.daemon.link import MonitorGone, MonitorLink
 from pvtui.daemon.monitor import MonitorSpec
+from pvtui.daemon.oom import OOM_REASON
 from pvtui.daemon.protocol import ProtocolError
 from pvtui.daemon.records import DomainRecord
 from pvtui.daemon.stats import PvdStats
@@ -135,7 +136,10 @@ class PvdMonitors(PvdStats):
                 if not _alive(record.pid):
                     break
                 await asyncio.sleep(0.1)
-        reason = f"monitor process {record.pid} died"
+        if self.oom.was_killed(record.pid):
+            reason = f"monitor process {record.pid} {OOM_REASON}"
+        else:
+            reason = f"monitor process {record.pid} died"
         log.warning("%s: %s; on_crash=%s", record.name, reason, record.config.on_crash)
         record.crash_reason = reason
         action = record.config.on_crash
@@ -194,7 +198,7 @@ class PvdMonitors(PvdStats):
                     f"A domain named {config.name} exists",
                     "Destroy it first (pvtui destroy NAME) or rename the new one.",
                 )
-            admission.check_memory(config.memory, f"domain {config.name}")
+            self.admit_memory(config.memory, f"domain {config.name}")
             for vcpu in range(config.maxvcpus_or_vcpus):
                 admission.check_cpus(config.vcpu_affinity(vcpu), f"{config.name} vCPU {vcpu}")
             if config.cpu_cap and not self.cpu.can_cap:

@@ -13,9 +13,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pvtui.daemon.admission import MemoryLedger
 from pvtui.daemon.cpucontrol import CpuControl
 from pvtui.daemon.link import MonitorLink
 from pvtui.daemon.monitor import MonitorSpec
+from pvtui.daemon.oom import OomWitness
 from pvtui.daemon.rates import DomainRates
 from pvtui.daemon.zygote import Zygote
 from pvtui.domain.model import DomainSummary, MemoryInfo
@@ -46,10 +48,25 @@ class DomainRecord:
     lifecycle_waiters: list[asyncio.Future[str]] = field(default_factory=list)
     last_seq: int = 0
     cpu_attached: asyncio.Future[None] | None = None
+    #: Memory a request in flight (mem-max) has been admitted for but the stats do not show yet.
+    pending_bytes: int = 0
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def committed_bytes(self) -> int:
+        """Guest memory this domain may touch: what admission control counts against the host.
+
+        The present size (boot memory plus hot-added), not the balloon target: a
+        guest can take back ballooned frames whenever its target rises. A crashed
+        domain whose monitor is gone (kept by ``on_crash: preserve``) holds nothing.
+        """
+        if self.pid is None or (self.link is None and self.state == "crashed"):
+            return 0
+        present = ((self.stats or {}).get("memory") or {}).get("present_bytes", 0)
+        return max(present, self.config.memory) + self.pending_bytes
 
     def summary(self) -> dict[str, Any]:
         """The domain as ``list`` and the ``stats`` events send it: a :class:`DomainSummary`."""
@@ -102,6 +119,8 @@ class PvdState:
     records: dict[str, DomainRecord]
     clients: set[ClientConn]
     cpu: CpuControl
+    memory: MemoryLedger
+    oom: OomWitness
     started: float
     _stop: asyncio.Event
     _registry_lock: asyncio.Lock
@@ -109,3 +128,11 @@ class PvdState:
     _zygote_stream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None
     _hypercall_tasks: dict[str, asyncio.Task[None]]
     _detaching: set[asyncio.Task[None]]
+
+    def committed_bytes(self) -> int:
+        """Guest memory every running domain may touch (what admission counts)."""
+        return sum(record.committed_bytes for record in self.records.values())
+
+    def admit_memory(self, extra_bytes: int, what: str) -> None:
+        """Refuse ``extra_bytes`` more committed memory if the host cannot back it (raises :class:`AdmissionError`)."""
+        self.memory.check((record.committed_bytes for record in self.records.values()), extra_bytes, what)

@@ -31,6 +31,7 @@ from pvtui.daemon import admission, paths, protocol
 from pvtui.daemon.cpucontrol import CpuControl
 from pvtui.daemon.link import MonitorLink
 from pvtui.daemon.monitors import PvdMonitors
+from pvtui.daemon.oom import OomWitness
 from pvtui.daemon.ops import PVD_OPS
 from pvtui.daemon.protocol import ProtocolError
 from pvtui.daemon.records import TOPICS, ClientConn, DomainRecord
@@ -52,8 +53,10 @@ OPS = PVD_OPS
 
 
 class Pvd(PvdMonitors):
-    def __init__(self, zygote: Zygote, domains_dir: Path | None) -> None:
+    def __init__(self, zygote: Zygote, domains_dir: Path | None, overcommit: float = 1.0) -> None:
         self.zygote = zygote
+        self.memory = admission.MemoryLedger.for_host(overcommit)
+        self.oom = OomWitness()
         self.domains_dir = domains_dir
         self.records: dict[str, DomainRecord] = {}
         self.clients: set[ClientConn] = set()
@@ -287,19 +290,28 @@ class Pvd(PvdMonitors):
 
     @PVD_OPS.op("mem_set", {"name": str, "size": SIZE}, fresh_stats=True)
     async def op_mem_set(self, client: ClientConn, args: dict[str, Any]) -> Any:
-        return await self._memory(args, "mem_set", "held_bytes", "{name}'s memory target")
+        return await self._memory(args, "mem_set", "{name}'s memory target")
 
     @PVD_OPS.op("mem_max", {"name": str, "size": SIZE}, fresh_stats=True)
     async def op_mem_max(self, client: ClientConn, args: dict[str, Any]) -> Any:
-        return await self._memory(args, "mem_max", "present_bytes", "growing {name}")
+        return await self._memory(args, "mem_max", "growing {name}")
 
-    async def _memory(self, args: dict[str, Any], op: str, now_field: str, what: str) -> Any:
-        """A memory request, admitted against what it adds to the domain's ``now_field``."""
+    async def _memory(self, args: dict[str, Any], op: str, what: str) -> Any:
+        """A memory request, admitted against what it adds to the domain's committed memory.
+
+        The extra bytes count as committed from the check until the monitor's
+        reply (with the new present size) is in the stats, so two requests in
+        flight cannot both take the last free memory.
+        """
         name, size = args["name"], _size(args["size"])
         record, link = self._live(name)
-        memory = (record.stats or {}).get("memory") or {}
-        admission.check_memory(size - memory.get(now_field, 0), what.format(name=name))
-        return self._fresh(name, await link.request(op, bytes=size))
+        extra = size - record.committed_bytes
+        self.admit_memory(extra, what.format(name=name))
+        record.pending_bytes += max(0, extra)
+        try:
+            return self._fresh(name, await link.request(op, bytes=size))
+        finally:
+            record.pending_bytes -= max(0, extra)
 
     @PVD_OPS.op("console", {"name": str, "offset?": int})
     async def op_console(self, client: ClientConn, args: dict[str, Any]) -> Any:

@@ -10,7 +10,7 @@ from typing import Any
 
 import psutil
 
-from pvtui.daemon import admission, protocol
+from pvtui.daemon import protocol
 from pvtui.daemon.link import MonitorGone
 from pvtui.daemon.protocol import ProtocolError
 from pvtui.daemon.records import DomainRecord, PvdState
@@ -79,6 +79,7 @@ class PvdStats(PvdState):
         """
         while True:
             started = time.monotonic()
+            self.oom.sample()
             batches = await self._refresh_all()
             if any(c.topics & {"stats"} for c in self.clients):
                 for batch in batches:
@@ -100,6 +101,7 @@ class PvdStats(PvdState):
         self._cpu_meter.update()
         memory = psutil.virtual_memory()
         given = sum(((r.stats or {}).get("memory") or {}).get("held_bytes", 0) for r in self.records.values())
+        committed = self.committed_bytes()
         states: dict[str, int] = {}
         for record in self.records.values():
             states[record.state] = states.get(record.state, 0) + 1
@@ -114,7 +116,13 @@ class PvdStats(PvdState):
             "memory_total": memory.total,
             "memory_available": memory.available,
             "memory_given": given,
-            "memory_reserved": admission.HOST_RESERVE_BYTES,  # what admission control keeps for the host
+            "memory_reserved": self.memory.reserve_bytes,  # what admission control keeps for the host
+            # Admission control's ledger: what running domains may touch, what pvd
+            # lets them commit, and how far past the host's backing that goes.
+            "memory_committed": committed,
+            "memory_commit_limit": self.memory.limit_bytes,
+            "overcommit": self.memory.overcommit,
+            "overcommitted_percent": round(self.memory.overcommitted_percent(committed), 1),
             "domains": len(self.records),
             "domains_by_state": states,
             "cpu_control": self.cpu.backend,

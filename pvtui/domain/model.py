@@ -111,6 +111,14 @@ class HostInfo(_Shape):
     memory_reserved: int = 0
     cpu_busy_s: float = 0.0
     cpu_total_s: float = 0.0
+    #: Guest memory the running domains may touch (admission control's sum).
+    memory_committed: int = 0
+    #: What pvd lets domains commit: (total - reserve) x overcommit.
+    memory_commit_limit: int = 0
+    #: pvd's overcommit ratio (1.0: domains never commit more than the host can back).
+    overcommit: float = 1.0
+    #: How far the committed memory goes past what the host can back, in % of it.
+    overcommitted_percent: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -58,10 +58,18 @@ def host_line(host: HostInfo | None, domains: list[DomainSummary]) -> str:
     states = ", ".join(f"{n} {s}" for s, n in sorted(host.domains_by_state.items())) or "no domains"
     return (
         f"host: {host.cpus} CPUs at {measured(host.cpu_percent, 0, 0)}%  │  "
-        f"memory: {mib(host.memory_total)} total, {mib(host.memory_given)} to domains, "
+        f"memory: {mib(host.memory_total)} total, {commit_text(host)}, "
         f"{mib(host.memory_available)} free  │  domains: {len(domains)} ({states})  │  "
         f"pvd {measured(host.pvd_cpu_percent, 0, 2)}%"
     )
+
+
+def commit_text(host: HostInfo) -> str:
+    """Committed guest memory against pvd's limit, and the overcommit when pvd allows one."""
+    text = f"{mib(host.memory_committed)} of {mib(host.memory_commit_limit)} committed"
+    if host.overcommit != 1.0:
+        text += f" (overcommit x{host.overcommit:g}: {host.overcommitted_percent:.0f}% over)"
+    return text
 
 
 def row_cells(d: DomainSummary, history: History, memory_total: int) -> dict[str, str]:

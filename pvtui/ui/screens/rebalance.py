@@ -44,7 +44,8 @@ class RebalanceScreen(Screen[None]):
         }
 
     def plan(self) -> Plan:
-        free = self.host.memory_available - self.host.memory_reserved if self.host else 0
+        # What pvd would still admit: growing a domain commits memory (see docs/daemon.md).
+        free = self.host.memory_commit_limit - self.host.memory_committed if self.host else 0
         cpus = self.host.cpus if self.host else 1
         return make_plan(self.current, self.wanted, self.limits(), free, cpus)
 
@@ -94,8 +95,9 @@ class RebalanceScreen(Screen[None]):
             allocated = sum(w.vcpus for w in self.wanted.values())
             capacity = (
                 f"host: {host.cpus} CPUs, {allocated} vCPUs planned  │  "
-                f"memory: {mib(host.memory_total)} total, {mib(host.memory_available)} free now, "
-                f"{mib(max(plan.memory_free_after, 0))} free after the plan"
+                f"memory: {mib(host.memory_total)} total, "
+                f"{mib(max(0, host.memory_commit_limit - host.memory_committed))} uncommitted now, "
+                f"{mib(max(plan.memory_free_after, 0))} after the plan"
             )
         self.query_one("#capacity", Static).update(capacity)
         lines = [
