@@ -277,6 +277,12 @@ async def cmd_engine(client: Client | None, args: argparse.Namespace) -> int:
         await client.close()
 
 
+#: The verbs that start pvd when it is not running (besides ``engine start``).
+#: Every other verb says pvd is not running and how to start it: reading
+#: (``list``, ``top``, ``log``) or changing a domain that cannot exist without
+#: pvd must never bring back an engine the operator stopped.
+STARTS_PVD = frozenset({"create"})
+
 VERBS: dict[str, Verb] = {
     "list": cmd_list,
     "create": cmd_create,
@@ -367,7 +373,7 @@ async def run_verb(args: argparse.Namespace) -> int:
         return await cmd_engine(None, args)
     from pvtui.client.client import default_domains_dir
 
-    client = await Client.connect(start=True, domains_dir=default_domains_dir())
+    client = await Client.connect(start=args.verb in STARTS_PVD, domains_dir=default_domains_dir())
     try:
         return await VERBS[args.verb](client, args)
     finally:

@@ -83,7 +83,9 @@ class Client:
         except (FileNotFoundError, ConnectionRefusedError):
             if not start:
                 raise EngineError(
-                    "pvd is not running", "Start it with: pvtui engine start (any pvtui command starts it too).", "down"
+                    "pvd is not running",
+                    "Start it with: pvtui engine start (pvtui create and the pvtui TUI start it too).",
+                    "down",
                 ) from None
         spawn_pvd(domains_dir or default_domains_dir())
         deadline = time.monotonic() + START_TIMEOUT_S

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import sys
 from pathlib import Path
 
 from pvtui.daemon import admission, paths
+from pvtui.daemon.instance import AlreadyRunning, take_lock
 from pvtui.errors import PvtuiError
 
 
@@ -37,19 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     from pvtui.daemon.zygote import start_zygote
 
     zygote = start_zygote()
-    # The lock is taken after the fork, so neither the zygote nor the monitors hold it.
-    lock = open(paths.lock_path(), "a+")  # noqa: SIM115 - held for pvd's lifetime
+    # The locks are taken after the fork, so neither the zygote nor the monitors hold them.
+    # The instance lock outlives the runtime directory; the one inside it tells clients our pid.
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.seek(0)
-        holder = lock.read().strip() or "?"
-        print(f"pvd: already running (pid {holder}); stop it with: pvtui engine stop", file=sys.stderr)
+        locks = [take_lock(paths.instance_lock_path()), take_lock(paths.lock_path())]
+    except AlreadyRunning as running:
+        print(f"pvd: already running (pid {running.holder}); stop it with: pvtui engine stop", file=sys.stderr)
         return 1
-    lock.seek(0)
-    lock.truncate()
-    lock.write(str(os.getpid()))
-    lock.flush()
     logging.basicConfig(
         filename=paths.log_path(), level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
@@ -62,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     domains = args.domains.resolve() if args.domains else None
     try:
-        asyncio.run(Pvd(zygote, domains, overcommit).run())
+        asyncio.run(Pvd(zygote, domains, overcommit, locks).run())
     finally:
         zygote.sock.close()
     return 0

@@ -63,6 +63,7 @@ class Monitor:
         self._sinks: set[asyncio.StreamWriter] = set()
         self._exit = asyncio.Event()
         self._shutdown_timer: asyncio.TimerHandle | None = None
+        self._server: asyncio.AbstractServer | None = None
         self.loop: asyncio.AbstractEventLoop
 
     # --- process ------------------------------------------------------------------
@@ -73,24 +74,33 @@ class Monitor:
             signal.SIGTERM, self._finish, {"reason": "sigterm", "action": "destroy", "crash_reason": None}
         )
         self.domain = self._build()
-        sock = paths.monitor_socket(self.name)
-        with contextlib.suppress(FileNotFoundError):
-            sock.unlink()
-        server = await asyncio.start_unix_server(self._serve, path=str(sock), limit=protocol.MAX_MESSAGE_BYTES + 1)
-        os.chmod(sock, 0o600)
-        state = {**asdict(self.spec), "pid": os.getpid(), "created": self.created}
-        paths.write_atomic(paths.monitor_state(self.name), json.dumps(state), durable=False)
+        await self._publish()
         ready({"ok": True})
         try:
             await self._exit.wait()
             await asyncio.sleep(0.05)  # let the last events reach pvd
         finally:
-            server.close()
-            for path in (sock, paths.monitor_state(self.name)):
+            if self._server is not None:
+                self._server.close()
+            for path in (paths.monitor_socket(self.name), paths.monitor_state(self.name)):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
             if self.domain is not None:
                 self.domain.destroy()
+
+    async def _publish(self) -> None:
+        """Bind this monitor's socket and write its state file, where a (new) pvd finds them."""
+        sock = paths.monitor_socket(self.name)
+        with contextlib.suppress(FileNotFoundError):
+            sock.unlink()
+        if self._server is not None:
+            self._server.close()  # pvd's open connection stays
+        self._server = await asyncio.start_unix_server(
+            self._serve, path=str(sock), limit=protocol.MAX_MESSAGE_BYTES + 1
+        )
+        os.chmod(sock, 0o600)
+        state = {**asdict(self.spec), "pid": os.getpid(), "created": self.created}
+        paths.write_atomic(paths.monitor_state(self.name), json.dumps(state), durable=False)
 
     def _build(self) -> Domain:
         domain = Domain(self.config, self.spec.kernel, domid=self.spec.domid)
@@ -235,6 +245,12 @@ class Monitor:
             raise ProtocolError("bad_args", "Bad CPU list", "cpus is a list of CPU numbers or null.")
         self._domain.pin_vcpu(args["vcpu"], set(cpus) if cpus is not None else None)
         return self.stats()
+
+    @MONITOR_OPS.op("republish")
+    async def op_republish(self, writer: asyncio.StreamWriter, args: dict[str, Any]) -> Any:
+        """pvd's runtime directory was recreated: put this monitor's socket and state file back."""
+        await self._publish()
+        return {"ok": True}
 
     @MONITOR_OPS.op("mem_set", {"bytes": int})
     async def op_mem_set(self, writer: asyncio.StreamWriter, args: dict[str, Any]) -> Any:

@@ -7,6 +7,7 @@ directory is 0700 and owned by the user: the socket inside is 0600.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -32,6 +33,25 @@ def socket_path() -> Path:
 
 def lock_path() -> Path:
     return runtime_dir() / "pvd.lock"
+
+
+def instance_lock_path() -> Path:
+    """The lock that makes pvd one per runtime directory, kept *outside* it.
+
+    A runtime directory can vanish under a running pvd (``$XDG_RUNTIME_DIR``
+    goes at logout); a lock inside it would vanish too and let a second pvd
+    start beside the first, both claiming the same domains. This one is keyed
+    by user and runtime-directory path, in ``/run/lock`` where that is
+    writable, else in the user's state directory.
+    """
+    key = hashlib.sha1(os.path.abspath(runtime_dir()).encode()).hexdigest()[:16]
+    name = f"pvtui-{os.geteuid()}-{key}.lock"
+    shared = Path("/run/lock")
+    if shared.is_dir() and os.access(shared, os.W_OK):
+        return shared / name
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "pvtui" / "locks"
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return state / name
 
 
 def log_path() -> Path:

@@ -24,12 +24,13 @@ import socket
 import struct
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from pvtui import __version__
 from pvtui.daemon import admission, paths, protocol
 from pvtui.daemon.cpucontrol import CpuControl
-from pvtui.daemon.link import MonitorLink
+from pvtui.daemon.instance import take_lock
+from pvtui.daemon.link import MonitorGone, MonitorLink
 from pvtui.daemon.monitors import PvdMonitors
 from pvtui.daemon.oom import OomWitness
 from pvtui.daemon.ops import PVD_OPS
@@ -51,10 +52,18 @@ SIZE = (int, str)
 #: The op table, for tests and docs (each op is declared by its handler below).
 OPS = PVD_OPS
 
+#: How often pvd checks that its socket is still where clients look for it.
+RUNTIME_CHECK_S = 1.0
+
 
 class Pvd(PvdMonitors):
-    def __init__(self, zygote: Zygote, domains_dir: Path | None, overcommit: float = 1.0) -> None:
+    def __init__(
+        self, zygote: Zygote, domains_dir: Path | None, overcommit: float = 1.0, locks: list[TextIO] | None = None
+    ) -> None:
         self.zygote = zygote
+        self._locks = locks or []
+        self._server: asyncio.AbstractServer | None = None
+        self._socket_inode = 0
         self.memory = admission.MemoryLedger.for_host(overcommit)
         self.oom = OomWitness()
         self.domains_dir = domains_dir
@@ -79,16 +88,16 @@ class Pvd(PvdMonitors):
         # Reattach before listening, so no client sees a half-known registry.
         await self._reattach()
         sock = paths.socket_path()
-        with contextlib.suppress(FileNotFoundError):
-            sock.unlink()
-        server = await asyncio.start_unix_server(self._serve, path=str(sock), limit=protocol.MAX_MESSAGE_BYTES + 1)
-        os.chmod(sock, 0o600)
+        await self._listen()
         log.info("pvd %s listening on %s (cpu control: %s)", __version__, sock, self.cpu.backend)
         await self._autostart()
         poller = asyncio.create_task(self._poll_stats())
+        watcher = asyncio.create_task(self._keep_reachable())
         await self._stop.wait()
         poller.cancel()
-        server.close()
+        watcher.cancel()
+        if self._server is not None:
+            self._server.close()
         if self._detaching:
             await asyncio.wait(self._detaching, timeout=5)
         with contextlib.suppress(FileNotFoundError):
@@ -97,6 +106,58 @@ class Pvd(PvdMonitors):
             if record.link:
                 record.link.close()
         log.info("pvd stopped; %d domains keep running", len(self.records))
+
+    async def _listen(self) -> None:
+        """Bind pvd's socket (replacing a stale one) and remember which file it is."""
+        sock = paths.socket_path()
+        with contextlib.suppress(FileNotFoundError):
+            sock.unlink()
+        self._server = await asyncio.start_unix_server(
+            self._serve, path=str(sock), limit=protocol.MAX_MESSAGE_BYTES + 1
+        )
+        os.chmod(sock, 0o600)
+        self._socket_inode = sock.stat().st_ino
+
+    async def _keep_reachable(self) -> None:
+        """Once a second: is our socket still where clients look? If not, put it back.
+
+        The runtime directory can vanish under pvd (``$XDG_RUNTIME_DIR`` is
+        removed at logout, a cleaner empties ``/tmp``). pvd then recreates the
+        directory, its socket, its pid file and every monitor's socket and
+        state file, so its domains stay reachable, and the next verb finds this
+        pvd instead of starting a second one. The instance lock lives outside
+        the directory (:func:`paths.instance_lock_path`), so even between the
+        loss and the repair a second pvd cannot start.
+        """
+        while True:
+            await asyncio.sleep(RUNTIME_CHECK_S)
+            try:
+                if paths.socket_path().stat().st_ino == self._socket_inode:
+                    continue
+            except OSError:
+                pass
+            try:
+                await self._republish()
+            except (OSError, PvtuiError) as exc:
+                log.error("cannot recreate %s: %s; retrying in %gs", paths.runtime_dir(), exc, RUNTIME_CHECK_S)
+
+    async def _republish(self) -> None:
+        paths.ensure_private_dir(paths.runtime_dir())
+        paths.ensure_private_dir(paths.domains_dir())
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.close()  # the next record reopens the file at its path
+        log.warning("runtime directory %s or pvd's socket vanished; recreating them", paths.runtime_dir())
+        if len(self._locks) > 1:
+            self._locks[1].close()
+            self._locks[1] = take_lock(paths.lock_path())
+        if self._server is not None:
+            self._server.close()  # connected clients stay connected
+        await self._listen()
+        for record in list(self.records.values()):
+            if record.link is not None:
+                with contextlib.suppress(MonitorGone, ProtocolError, asyncio.TimeoutError, OSError):
+                    await record.link.request("republish")
 
     # --- clients -----------------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

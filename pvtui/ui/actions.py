@@ -63,6 +63,8 @@ APP = [
     _one("i", "pin", "`i`", "Pin", "pin a vCPU to host CPUs", "Pin a vCPU", cli="`pvtui vcpu-pin`"),
     _one("w", "sched", "`w`", "Weight/cap", "weight and cap", "Weight and cap", cli="`pvtui sched-credit`"),
     _one("e", "edit", "`e`", "Edit", "edit the definition", "Edit definition", show=True),
+    _one("E", "engine_start", "`E`", "Start engine", "start pvd after it stopped (pvtui never restarts it by itself)",
+         "Start engine", cli="`pvtui engine start`"),
     _one("b", "rebalance", "`b`", "Rebalance", "rebalance vCPUs and memory between domains", "Rebalance",
          show=True),
 ]  # fmt: skip

@@ -33,6 +33,10 @@ from pvtui.ui.table import LiveTable
 PREFETCH_FRESH_S = 1.5
 PREFETCH_SETTLE_S = 0.15
 
+#: How often pvtui looks for a pvd that came back after it stopped.
+RECONNECT_S = 2.0
+ENGINE_START_KEY = "E"
+
 
 @dataclass
 class EngineEvent(Message):
@@ -66,19 +70,58 @@ class EngineLinkApp(App[None]):
     _prefetched: tuple[str, float, DomainInfo] | None
 
     @work(exclusive=True, group="engine")
-    async def connect_engine(self) -> None:
-        """Connect (starting pvd if needed), load the registry, then follow events."""
+    async def connect_engine(self, start: bool = True) -> None:
+        """Connect (starting pvd if ``start``), load the registry, then follow events.
+
+        Once connected, pvtui never starts pvd by itself again: an engine that
+        stops (``pvtui engine stop``, a crash) stays stopped until the operator
+        presses the start key. Until then pvtui only looks, every
+        :data:`RECONNECT_S`, for a pvd someone else started.
+        """
+        told_down = False
         while True:
             try:
-                self.client = await Client.connect(start=True, domains_dir=self.domains_dir)
+                self.client = await Client.connect(start=start, domains_dir=self.domains_dir)
                 events = await Client.connect(start=False)
                 await events.subscribe(["stats", "state", "lifecycle"])
+                self.domains_screen.engine_note = None
+                told_down = False
                 await self.reload()
                 await self._follow(events)
-                self.notify("Lost the connection to pvd; reconnecting…", title="Engine", severity="warning")
             except EngineError as exc:
-                self.notify(exc.message, title=exc.title, severity="error")
-            await asyncio.sleep(2.0)
+                if exc.code != "down" or not told_down:
+                    self.notify(exc.message, title=exc.title, severity="error")
+                told_down = True
+            start = False
+            if self.client is not None:
+                await self.client.close()
+                self.client = None
+            self._engine_stopped(told_down)
+            told_down = True
+            await asyncio.sleep(RECONNECT_S)
+
+    def _engine_stopped(self, already_told: bool) -> None:
+        """pvd is gone: show it, and how to start it, instead of stale figures."""
+        if not already_told:
+            self.notify(
+                f"pvd stopped. Press {ENGINE_START_KEY} to start it; pvtui reconnects by itself if it comes back.",
+                title="Engine stopped",
+                severity="warning",
+            )
+        self.domains_screen.engine_note = f"pvd is not running: press {ENGINE_START_KEY} to start it"
+        self.domains = {}
+        self.host = None
+        self._prefetched = None
+        self.push_data(sample=False)
+
+    def action_engine_start(self) -> None:
+        """Start pvd (the operator asked) and connect to it."""
+        if self.client is not None:
+            self.notify("pvd is running.", title="Engine")
+            return
+        self.domains_screen.engine_note = "starting pvd…"
+        self.push_data(sample=False)
+        self.connect_engine(start=True)
 
     async def _follow(self, events: Client) -> None:
         """Turn pvd's events into messages; a round of stats becomes one message."""

@@ -110,6 +110,8 @@ class DomainsScreen(Screen[None]):
         super().__init__()
         self.domains: list[DomainSummary] = []
         self.host: HostInfo | None = None
+        #: Shown instead of the host line while pvd is not running.
+        self.engine_note: str | None = None
         self.history = History()
         self.sort_column = "name"
         self.sort_reverse = False
@@ -158,7 +160,7 @@ class DomainsScreen(Screen[None]):
             host = self.query_one("#host", LiveText)
         except NoMatches:  # the app is closing and took the widgets away
             return
-        host.show(host_line(self.host, self.domains))
+        host.show(self.engine_note or host_line(self.host, self.domains))
         self._render_rows()
 
     def _visible(self) -> list[DomainSummary]:
