@@ -207,3 +207,20 @@ def test_pvtui_hypercall_handlers_check_everything_against_guest_memory():
         result = handler.dispatch(runner, op, *args)  # type: ignore[arg-type]
         assert isinstance(result, int)
     assert domain.accounting.total() >= 4000
+
+
+def test_logs_rotate_at_their_size_keeping_two_old_files(tmp_path):
+    from pvtui.daemon.paths import rotate_if_large
+
+    log = tmp_path / "x.log"
+    rotate_if_large(log, max_bytes=10)  # nothing there yet: nothing to do
+    for generation in "abc":
+        log.write_text(generation * 20)
+        rotate_if_large(log, max_bytes=10, keep=2)
+        assert not log.exists()
+    assert (tmp_path / "x.log.1").read_text() == "c" * 20
+    assert (tmp_path / "x.log.2").read_text() == "b" * 20
+    assert not (tmp_path / "x.log.3").exists()
+    log.write_text("small")
+    rotate_if_large(log, max_bytes=10)
+    assert log.read_text() == "small"

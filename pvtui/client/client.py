@@ -216,6 +216,7 @@ def _size_arg(size: int | str) -> str:
 def spawn_pvd(domains_dir: Path | None) -> None:
     """Start pvd detached from this process (its own session, output to its log)."""
     paths.ensure_private_dir(paths.runtime_dir())
+    paths.rotate_if_large(paths.log_path())
     log = open(paths.log_path(), "ab")  # noqa: SIM115 - handed to the child
     cmd = [sys.executable, "-m", "pvtui.daemon"]
     if domains_dir is not None:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import logging.handlers
 import os
 import sys
 from pathlib import Path
@@ -44,9 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     except AlreadyRunning as running:
         print(f"pvd: already running (pid {running.holder}); stop it with: pvtui engine stop", file=sys.stderr)
         return 1
-    logging.basicConfig(
-        filename=paths.log_path(), level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    handler = logging.handlers.RotatingFileHandler(
+        paths.log_path(), maxBytes=paths.LOG_MAX_BYTES, backupCount=paths.LOG_KEEP
     )
+    logging.basicConfig(handlers=[handler], level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     _last_for_the_oom_killer()
     with contextlib.suppress(ImportError):
         import setproctitle

@@ -282,6 +282,7 @@ class Monitor:
             max_vcpus=domain.max_vcpus,
             online_vcpus=domain.online_vcpus,
             console_bytes=domain.console.total_bytes,
+            console_dropped_bytes=domain.console.dropped_bytes,
             last_seq=domain.accounting.last_seq,
             restarts=self.restarts,
             created=self.created,

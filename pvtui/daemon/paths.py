@@ -54,6 +54,30 @@ def instance_lock_path() -> Path:
     return state / name
 
 
+#: pvd's log and each monitor's log rotate at this size, keeping LOG_KEEP old files (.1, .2, ...).
+LOG_MAX_BYTES = 8 * 1024 * 1024
+LOG_KEEP = 2
+
+
+def rotate_if_large(path: Path, max_bytes: int = LOG_MAX_BYTES, keep: int = LOG_KEEP) -> None:
+    """Shift ``path`` to ``path.1`` (and older ones on) when it has reached ``max_bytes``.
+
+    For logs written through a plain file descriptor (a monitor's stdout and
+    stderr), checked when the file is opened: a restarted domain never
+    appends to an unbounded file.
+    """
+    try:
+        if path.stat().st_size < max_bytes:
+            return
+    except FileNotFoundError:
+        return
+    for n in range(keep - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{n}")
+        if older.exists():
+            os.replace(older, path.with_name(f"{path.name}.{n + 1}"))
+    os.replace(path, path.with_name(f"{path.name}.1"))
+
+
 def log_path() -> Path:
     return runtime_dir() / "pvd.log"
 

@@ -101,6 +101,7 @@ def _monitor_child(spec: MonitorSpec, ready_fd: int) -> int:
         import setproctitle
 
         setproctitle.setproctitle(f"pvtui-monitor -name {spec.name} -domid {spec.domid}")
+    paths.rotate_if_large(paths.monitor_log(spec.name))
     log_fd = os.open(paths.monitor_log(spec.name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     null_fd = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null_fd, 0)

@@ -157,6 +157,8 @@ class DomainStats:
     online_vcpus: int = 0
     max_vcpus: int = 0
     console_bytes: int = 0
+    #: Console output the rate limit dropped (the guest wrote faster than the engine takes).
+    console_dropped_bytes: int = 0
     last_seq: int = 0
     restarts: int = 0
     process_cpu_s: float | None = None
