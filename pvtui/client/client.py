@@ -192,8 +192,14 @@ class Client:
         return DomainStats.from_dict(await self.call("mem_max", name=name, size=_size_arg(size)))
 
     async def console(self, name: str, offset: int = 0) -> tuple[str, int]:
-        result = await self.call("console", name=name, offset=offset)
-        return result["text"], result["offset"]
+        """The console kept since ``offset`` (all of it: replies come in bounded pieces) and the new offset."""
+        parts: list[str] = []
+        while True:
+            result = await self.call("console", name=name, offset=offset)
+            parts.append(result["text"])
+            offset = result["offset"]
+            if not result.get("more"):
+                return "".join(parts), offset
 
     async def hypercalls(self, name: str, after: int = 0, limit: int = 1000) -> list[HypercallInfo]:
         return [HypercallInfo.from_dict(r) for r in await self.call("hypercalls", name=name, after=after, limit=limit)]

@@ -35,6 +35,10 @@ from pvtui.errors import PvtuiError
 
 log = logging.getLogger("monitor")
 
+#: Console bytes per ``console`` reply: JSON escapes a control byte as six
+#: characters, so a guest's binary output stays inside the message limit.
+CONSOLE_REPLY_BYTES = 128 * 1024
+
 
 @dataclass(frozen=True)
 class MonitorSpec:
@@ -197,8 +201,11 @@ class Monitor:
     async def op_console(self, writer: asyncio.StreamWriter, args: dict[str, Any]) -> Any:
         console = self._domain.console
         data, total = console.contents(), console.total_bytes
-        start = max(0, args.get("offset", 0) - (total - len(data)))
-        return {"text": data[start:].decode("utf-8", errors="replace"), "offset": total}
+        first = total - len(data)  # the offset of the oldest byte still kept
+        start = max(0, args.get("offset", 0) - first)
+        chunk = data[start : start + CONSOLE_REPLY_BYTES]
+        end = first + start + len(chunk)
+        return {"text": chunk.decode("utf-8", errors="replace"), "offset": end, "more": end < total}
 
     @MONITOR_OPS.op("hypercalls", {"after?": int, "limit?": int})
     async def op_hypercalls(self, writer: asyncio.StreamWriter, args: dict[str, Any]) -> Any:

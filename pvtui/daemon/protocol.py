@@ -59,7 +59,7 @@ def decode(line: bytes) -> dict[str, Any]:
         raise ProtocolError("too_large", "Request too large", f"The limit is {MAX_MESSAGE_BYTES} bytes per message.")
     try:
         message = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, a 5,000-digit number, deep nesting
         raise ProtocolError(
             "malformed", "Malformed request", f"Not JSON: {exc}. Send one JSON object per line."
         ) from None
