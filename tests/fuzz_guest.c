@@ -87,7 +87,7 @@ static const pv_u64 ops[] = {
 /* One random call (op and five args), made safe only against ending or stalling ourselves. */
 static void make_call(pv_u64 ram_end, pv_u64 *op, pv_u64 a[5], int depth)
 {
-    *op = rnd() % 8 ? ops[rnd() % 8] : rnd() % 64;
+    *op = rnd() % 8 ? ops[rnd() % 8] : rnd() % 2 ? rnd() % 64 : rnd();  /* known, unknown, any 64-bit number */
     for (int i = 0; i < 5; i++)
         a[i] = rnd() % 2 ? number() : pointer(ram_end);
     if (*op == __HYPERVISOR_sched_op && (a[0] == SCHEDOP_block || a[0] == SCHEDOP_shutdown))

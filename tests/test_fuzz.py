@@ -120,3 +120,30 @@ def test_a_guest_making_100000_random_hypercalls_gets_documented_results(engine:
     fuzzer = next(d for d in engine.json("list") if d["name"] == "fuzzer")
     assert fuzzer["state"] == "shutdown" and not fuzzer["crash_reason"], fuzzer
     engine.ok("destroy", "fuzzer")
+
+
+u64 = st.integers(0, (1 << 64) - 1)
+guest_addresses = st.integers(0, (1 << 20) + 64) | u64
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    op=st.sampled_from([12, 13, 15, 17, 18, 24, 32]) | st.integers(0, 1 << 64 - 1),
+    args=st.lists(st.integers(0, 8) | guest_addresses, min_size=5, max_size=5),
+    ram=st.binary(max_size=256),
+)
+def test_the_hypercall_handlers_answer_any_arguments_with_a_documented_result(op: int, args: list[int], ram: bytes):
+    """pvtui's handlers against a fake guest memory: every result a count or a documented errno."""
+    from test_logic import _FakeDomain, _FakeRunner
+
+    from pvtui.engine import abi
+    from pvtui.engine.hypercalls import HypercallHandler
+
+    domain = _FakeDomain()
+    domain.memory.ram[0x1000 : 0x1000 + len(ram)] = ram  # structs and frame lists the args may point at
+    handler = HypercallHandler(domain)  # type: ignore[arg-type]
+    if op == abi.Hypercall.vcpu_op:
+        args[1] = max(args[1], 4)  # an existing vCPU needs the engine's vCPU set (the fuzzing guest covers it)
+    result = handler.dispatch(_FakeRunner(domain), op, *args)  # type: ignore[arg-type]
+    assert isinstance(result, int)
+    assert result >= 0 or -result in {int(e) for e in abi.Errno}, (op, args, result)

@@ -65,6 +65,8 @@ RAW_RECORD = struct.Struct("<QQIIQQQQQqQ?")
 #: entries one by one cost ~0.5 µs each, a third of what an entry costs; this
 #: is one copy, and latencies are worked out on read.
 BATCH_HEADER = struct.Struct("<QQII")
+#: Records keep an op number in 32 bits; any larger number (all unknown: -ENOSYS) is recorded as this.
+OP_RECORD_MAX = 0xFFFF_FFFF
 
 
 class HypercallAccounting:
@@ -100,6 +102,8 @@ class HypercallAccounting:
         latency_ns: int,
     ) -> None:
         """One call made on its own (multicall entries go through record_batch)."""
+        if op > OP_RECORD_MAX:  # a guest's whole 64-bit rax: kept as the largest (unknown) op
+            op = OP_RECORD_MAX
         counter[op] += 1
         self._append(self._pack(next(self._seq), time_ns, vcpu, op, a1, a2, a3, a4, a5, result, latency_ns, False))
 
