@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -363,3 +364,13 @@ def test_top_batch_and_engine_status(engine: Engine):
     status = engine.json("engine", "status")
     assert status["domains"] >= 1 and status["runtime_dir"] == str(engine.runtime)
     engine.ok("destroy", "topped")
+
+
+def test_monitors_can_never_gain_privileges_by_exec(engine: Engine):
+    engine.ok("create", engine.define("nnp", "memory: 32M\n"))
+    pid = engine.monitor_pids()["nnp"]
+    status = Path(f"/proc/{pid}/status").read_text()
+    assert "NoNewPrivs:\t1" in status
+    for task in Path(f"/proc/{pid}/task").iterdir():  # the vCPU threads too
+        assert "NoNewPrivs:\t1" in (task / "status").read_text()
+    engine.ok("destroy", "nnp")

@@ -41,17 +41,18 @@ def instance_lock_path() -> Path:
     A runtime directory can vanish under a running pvd (``$XDG_RUNTIME_DIR``
     goes at logout); a lock inside it would vanish too and let a second pvd
     start beside the first, both claiming the same domains. This one is keyed
-    by user and runtime-directory path, in ``/run/lock`` where that is
-    writable, else in the user's state directory.
+    by the runtime-directory path, in a directory only this user can write
+    (``/run/pvtui-locks`` for root, ``$XDG_STATE_HOME/pvtui/locks`` for a
+    user): not in the world-writable ``/run/lock``, where another user could
+    take the lock first and keep pvd from starting.
     """
     key = hashlib.sha1(os.path.abspath(runtime_dir()).encode()).hexdigest()[:16]
-    name = f"pvtui-{os.geteuid()}-{key}.lock"
-    shared = Path("/run/lock")
-    if shared.is_dir() and os.access(shared, os.W_OK):
-        return shared / name
-    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "pvtui" / "locks"
-    state.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return state / name
+    if os.geteuid() == 0:
+        folder = Path("/run/pvtui-locks")
+    else:
+        folder = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "pvtui" / "locks"
+    ensure_private_dir(folder)
+    return folder / f"pvd-{key}.lock"
 
 
 #: pvd's log and each monitor's log rotate at this size, keeping LOG_KEEP old files (.1, .2, ...).
