@@ -374,3 +374,61 @@ def test_monitors_can_never_gain_privileges_by_exec(engine: Engine):
     for task in Path(f"/proc/{pid}/task").iterdir():  # the vCPU threads too
         assert "NoNewPrivs:\t1" in (task / "status").read_text()
     engine.ok("destroy", "nnp")
+
+
+def test_monitors_of_a_root_pvd_run_as_their_own_unprivileged_uids(engine: Engine):
+    if os.geteuid() != 0:
+        pytest.skip("monitors give up root only when pvd runs as root")
+    from pvtui.daemon.paths import monitor_address
+    from pvtui.daemon.privileges import monitor_id
+
+    engine.ok("create", engine.define("jail-a", "memory: 32M\n"))
+    engine.ok("create", engine.define("jail-b", "memory: 32M\n"))
+    pids = engine.monitor_pids()
+    a, b = pids["jail-a"], pids["jail-b"]
+    for pid in (a, b):
+        uids = psutil.Process(pid).uids()
+        assert uids.real == uids.effective == uids.saved == monitor_id(pid) != 0
+        assert psutil.Process(pid).gids().effective == monitor_id(pid)
+        for task in Path(f"/proc/{pid}/task").iterdir():  # the vCPU threads dropped too
+            status = (task / "status").read_text()
+            if "Name:\tkvm-" not in status:  # KVM's own kernel worker (nx huge-page recovery) stays the kernel's
+                assert f"Uid:\t{monitor_id(pid)}" in status
+
+    def as_monitor_a(action) -> str:
+        """Run ``action`` in a child holding monitor A's uid: what a compromised monitor could do."""
+        read_fd, write_fd = os.pipe()
+        child = os.fork()
+        if child == 0:
+            os.close(read_fd)
+            try:
+                os.setgroups([])
+                os.setresgid(monitor_id(a), monitor_id(a), monitor_id(a))
+                os.setresuid(monitor_id(a), monitor_id(a), monitor_id(a))
+                outcome = action()
+            except Exception as exc:
+                outcome = type(exc).__name__
+            os.write(write_fd, str(outcome).encode())
+            os._exit(0)
+        os.close(write_fd)
+        os.waitpid(child, 0)
+        data = os.read(read_fd, 4096).decode()
+        os.close(read_fd)
+        return data
+
+    assert as_monitor_a(lambda: os.kill(b, signal.SIGKILL)) == "PermissionError"
+    assert as_monitor_a(lambda: Path(f"/proc/{b}/mem").read_bytes()) == "PermissionError"
+    assert as_monitor_a(lambda: os.listdir(engine.runtime)) == "PermissionError"
+
+    def talk_to_b() -> str:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(monitor_address("jail-b"))
+            sock.sendall(b'{"v": 1, "id": 1, "op": "stats"}\n')
+            return repr(sock.recv(100))
+
+    # Closed unanswered (or reset: it closes with the request unread): a monitor serves pvd's uid only.
+    assert as_monitor_a(talk_to_b) in ("b''", "ConnectionResetError")
+    assert psutil.pid_exists(b)
+    engine.ok("pause", "jail-b")  # pvd still reaches it
+    engine.ok("destroy", "jail-a")
+    engine.ok("destroy", "jail-b")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from pvtui.daemon import protocol
+from pvtui.daemon.privileges import peer_credentials
 from pvtui.daemon.protocol import ProtocolError
 from pvtui.errors import PvtuiError
 
@@ -48,9 +48,22 @@ class MonitorLink:
 
     @classmethod
     async def connect(
-        cls, path: Path, on_event: Callable[[dict[str, Any]], None], on_lost: Callable[[], None]
+        cls,
+        address: str,
+        on_event: Callable[[dict[str, Any]], None],
+        on_lost: Callable[[], None],
+        expected_pid: int | None = None,
     ) -> MonitorLink:
-        reader, writer = await asyncio.open_unix_connection(str(path), limit=protocol.MAX_MESSAGE_BYTES + 1)
+        """Connect to a monitor's socket; refuse (OSError) one held by a process other than ``expected_pid``.
+
+        The socket is an abstract name anyone could bind first: a monitor
+        that squats on another domain's name is not believed.
+        """
+        reader, writer = await asyncio.open_unix_connection(address, limit=protocol.MAX_MESSAGE_BYTES + 1)
+        pid, _, _ = peer_credentials(writer.get_extra_info("socket"))
+        if expected_pid is not None and pid != expected_pid:
+            writer.close()
+            raise OSError(f"the socket for this domain is held by pid {pid}, not its monitor {expected_pid}")
         link = cls(reader, writer, on_event, on_lost)
         await link.request("subscribe")
         return link

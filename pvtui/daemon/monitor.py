@@ -2,11 +2,12 @@
 
 One monitor per domain, so a domain's crash (or a kill -9 of its monitor)
 touches no other. The monitor owns the :class:`~pvtui.engine.domain.Domain`,
-serves pvd on its own socket (``domains/NAME.sock``, same protocol), pushes
+serves pvd on its own socket (:func:`~pvtui.daemon.paths.monitor_address`, same protocol), pushes
 state, console and lifecycle events to the connection that subscribed, and
 applies ``on_poweroff`` / ``on_reboot`` / ``on_crash`` itself (a restart
 rebuilds the VM inside this process). Its state file (``NAME.json``) lets a
-restarted pvd find and reattach it.
+restarted pvd find and reattach it. Started by a root pvd, it gives up root
+once the domain is built (:mod:`pvtui.daemon.privileges`).
 """
 
 from __future__ import annotations
@@ -24,12 +25,15 @@ from typing import Any
 
 from pvtui.daemon import paths, protocol
 from pvtui.daemon.ops import MONITOR_OPS
+from pvtui.daemon.privileges import drop_to_own_id, peer_credentials
 from pvtui.daemon.protocol import ProtocolError
 from pvtui.daemon.serve import serve_requests
 from pvtui.domain.limits import SHUTDOWN_TIMEOUT_S
 from pvtui.domain.schema import DomainConfig
 from pvtui.engine.abi import ShutdownReason
-from pvtui.engine.domain import Domain, DomainEvent
+from pvtui.engine.domain import Domain, DomainEvent, open_kvm
+from pvtui.engine.elf import read_kernel
+from pvtui.engine.kvm import Kvm
 from pvtui.engine.lifecycle import RestartGuard, action_for
 from pvtui.errors import PvtuiError
 
@@ -68,6 +72,11 @@ class Monitor:
         self._exit = asyncio.Event()
         self._shutdown_timer: asyncio.TimerHandle | None = None
         self._server: asyncio.AbstractServer | None = None
+        #: pvd's uid: the only one this monitor serves.
+        self._owner_uid = os.geteuid()
+        #: What a rebuild (reboot, restart) needs after root is gone: the open /dev/kvm and the kernel's bytes.
+        self._kvm: Kvm | None = None
+        self._kernel_image: bytes | None = None
         self.loop: asyncio.AbstractEventLoop
 
     # --- process ------------------------------------------------------------------
@@ -77,8 +86,16 @@ class Monitor:
         self.loop.add_signal_handler(
             signal.SIGTERM, self._finish, {"reason": "sigterm", "action": "destroy", "crash_reason": None}
         )
+        self._kvm = open_kvm()
+        with contextlib.suppress(OSError):  # unreadable: the build says why
+            self._kernel_image = read_kernel(self.spec.kernel)
         self.domain = self._build()
-        await self._publish()
+        self._server = await asyncio.start_unix_server(
+            self._serve, path=paths.monitor_address(self.name), limit=protocol.MAX_MESSAGE_BYTES + 1
+        )
+        paths.write_atomic(paths.monitor_state(self.name), json.dumps(self.state_record()), durable=False)
+        if self._owner_uid == 0:
+            drop_to_own_id()
         ready({"ok": True})
         try:
             await self._exit.wait()
@@ -86,28 +103,19 @@ class Monitor:
         finally:
             if self._server is not None:
                 self._server.close()
-            for path in (paths.monitor_socket(self.name), paths.monitor_state(self.name)):
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+            with contextlib.suppress(OSError):  # without root it cannot; pvd removes it
+                paths.monitor_state(self.name).unlink()
             if self.domain is not None:
                 self.domain.destroy()
 
-    async def _publish(self) -> None:
-        """Bind this monitor's socket and write its state file, where a (new) pvd finds them."""
-        sock = paths.monitor_socket(self.name)
-        with contextlib.suppress(FileNotFoundError):
-            sock.unlink()
-        if self._server is not None:
-            self._server.close()  # pvd's open connection stays
-        self._server = await asyncio.start_unix_server(
-            self._serve, path=str(sock), limit=protocol.MAX_MESSAGE_BYTES + 1
-        )
-        os.chmod(sock, 0o600)
-        state = {**asdict(self.spec), "pid": os.getpid(), "created": self.created}
-        paths.write_atomic(paths.monitor_state(self.name), json.dumps(state), durable=False)
+    def state_record(self) -> dict[str, Any]:
+        """What ``NAME.json`` holds: the spec, the pid and when the monitor started."""
+        return {**asdict(self.spec), "pid": os.getpid(), "created": self.created}
 
     def _build(self) -> Domain:
-        domain = Domain(self.config, self.spec.kernel, domid=self.spec.domid)
+        domain = Domain(
+            self.config, self.spec.kernel, kvm=self._kvm, domid=self.spec.domid, kernel_image=self._kernel_image
+        )
         loop = self.loop
 
         def on_event(event: DomainEvent) -> None:  # a vCPU thread: hand it to the event loop
@@ -169,6 +177,10 @@ class Monitor:
 
     # --- requests (pvd's, over the monitor socket) ---------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        _, uid, _ = peer_credentials(writer.get_extra_info("socket"))
+        if uid != self._owner_uid:  # an abstract socket: anyone may connect, only pvd is served
+            writer.close()
+            return
         try:
             await serve_requests(reader, writer, MONITOR_OPS, self, writer, log)
         finally:
@@ -252,12 +264,6 @@ class Monitor:
             raise ProtocolError("bad_args", "Bad CPU list", "cpus is a list of CPU numbers or null.")
         self._domain.pin_vcpu(args["vcpu"], set(cpus) if cpus is not None else None)
         return self.stats()
-
-    @MONITOR_OPS.op("republish")
-    async def op_republish(self, writer: asyncio.StreamWriter, args: dict[str, Any]) -> Any:
-        """pvd's runtime directory was recreated: put this monitor's socket and state file back."""
-        await self._publish()
-        return {"ok": True}
 
     @MONITOR_OPS.op("mem_set", {"bytes": int})
     async def op_mem_set(self, writer: asyncio.StreamWriter, args: dict[str, Any]) -> Any:

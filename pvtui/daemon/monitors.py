@@ -83,7 +83,7 @@ class PvdMonitors(PvdStats):
             await writer.drain()
             line = await reader.readline()
         if not line:
-            raise PvtuiError("The engine's zygote died", "Restart pvd: pvtui engine stop, then any pvtui command.")
+            raise PvtuiError("The engine's zygote died", "Restart pvd: pvtui engine stop, then pvtui engine start.")
         status = json.loads(line)
         if not status.get("ok"):
             raise PvtuiError(status.get("title", "Domain did not start"), status.get("message", ""))
@@ -98,7 +98,7 @@ class PvdMonitors(PvdStats):
         def on_lost() -> None:
             asyncio.get_running_loop().create_task(self._monitor_lost(record))
 
-        record.link = await MonitorLink.connect(paths.monitor_socket(name), on_event, on_lost)
+        record.link = await MonitorLink.connect(paths.monitor_address(name), on_event, on_lost, record.pid)
 
     def _monitor_event(self, record: DomainRecord, message: dict[str, Any]) -> None:
         kind = message.get("event", "")
@@ -185,9 +185,8 @@ class PvdMonitors(PvdStats):
 
     @staticmethod
     def _remove_monitor_files(name: str) -> None:
-        for path in (paths.monitor_socket(name), paths.monitor_state(name)):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            paths.monitor_state(name).unlink()
 
     async def _create(
         self, config: DomainConfig, definition: str | None, domid: int | None = None, guard: RestartGuard | None = None

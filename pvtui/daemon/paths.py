@@ -87,8 +87,17 @@ def domains_dir() -> Path:
     return runtime_dir() / "domains"
 
 
-def monitor_socket(name: str) -> Path:
-    return domains_dir() / f"{name}.sock"
+def monitor_address(name: str) -> str:
+    """A monitor's socket: a name in the abstract unix namespace, keyed by runtime directory.
+
+    Not a file: a monitor that has given up root (docs/security.md) could not
+    create one in pvd's private directory again, and a vanished runtime
+    directory takes no abstract name with it. Files' permissions do not guard
+    it, so both ends check the other's credentials (SO_PEERCRED): the monitor
+    serves only pvd's uid, pvd talks only to the pid it expects.
+    """
+    key = hashlib.sha1(os.path.abspath(runtime_dir()).encode()).hexdigest()[:16]
+    return f"\0pvtui-{key}/{name}"
 
 
 def monitor_state(name: str) -> Path:

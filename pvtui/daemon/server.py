@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import signal
 import socket
 import struct
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -30,7 +32,7 @@ from pvtui import __version__
 from pvtui.daemon import admission, paths, protocol
 from pvtui.daemon.cpucontrol import CpuControl
 from pvtui.daemon.instance import take_lock
-from pvtui.daemon.link import MonitorGone, MonitorLink
+from pvtui.daemon.link import MonitorLink
 from pvtui.daemon.monitors import PvdMonitors
 from pvtui.daemon.oom import OomWitness
 from pvtui.daemon.ops import PVD_OPS
@@ -123,8 +125,9 @@ class Pvd(PvdMonitors):
 
         The runtime directory can vanish under pvd (``$XDG_RUNTIME_DIR`` is
         removed at logout, a cleaner empties ``/tmp``). pvd then recreates the
-        directory, its socket, its pid file and every monitor's socket and
-        state file, so its domains stay reachable, and the next verb finds this
+        directory, its socket, its pid file and every monitor's state file (a
+        monitor's socket is an abstract name, which nothing removes), so its
+        domains stay reachable, and the next verb finds this
         pvd instead of starting a second one. The instance lock lives outside
         the directory (:func:`paths.instance_lock_path`), so even between the
         loss and the repair a second pvd cannot start.
@@ -154,10 +157,13 @@ class Pvd(PvdMonitors):
         if self._server is not None:
             self._server.close()  # connected clients stay connected
         await self._listen()
+        # Monitors' sockets are abstract names (nothing to recreate); their state
+        # files are pvd's to write back, as a monitor without root cannot.
         for record in list(self.records.values()):
-            if record.link is not None:
-                with contextlib.suppress(MonitorGone, ProtocolError, asyncio.TimeoutError, OSError):
-                    await record.link.request("republish")
+            if record.pid is not None and record.state != "crashed":
+                created = (record.stats or {}).get("created", self.started)
+                state = {**asdict(record.spec), "pid": record.pid, "created": created}
+                paths.write_atomic(paths.monitor_state(record.name), json.dumps(state), durable=False)
 
     # --- clients -----------------------------------------------------------------------
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 
 from pvtui.daemon import paths
 from pvtui.daemon.monitor import MonitorSpec, run_monitor
+from pvtui.daemon.privileges import no_new_privileges
 
 READY_TIMEOUT_S = 30.0
 
@@ -94,25 +95,10 @@ def _wait_ready(read_fd: int) -> dict[str, Any]:
     return json.loads(data)
 
 
-#: prctl(2) option: execve never grants privileges (setuid bits, file capabilities) again.
-PR_SET_NO_NEW_PRIVS = 38
-
-
-def _no_new_privileges() -> None:
-    """A monitor, the process a guest escape would land in, can never gain privileges by exec.
-
-    Set before any vCPU thread exists, so every thread has it (it is per thread
-    and inherited). Best effort: a kernel without it (before 3.5) still runs domains.
-    """
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-
-
 def _monitor_child(spec: MonitorSpec, ready_fd: int) -> int:
     os.setsid()
-    _no_new_privileges()
+    # Before any vCPU thread exists, so every thread has it (it is per thread, inherited).
+    no_new_privileges()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     with contextlib.suppress(ImportError):
         import setproctitle

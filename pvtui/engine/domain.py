@@ -61,7 +61,16 @@ class DomainEvent:
 class Domain:
     """Build with the constructor, then :meth:`start`; end with :meth:`destroy`."""
 
-    def __init__(self, config: DomainConfig, kernel_path: str, kvm: Kvm | None = None, domid: int = 0) -> None:
+    def __init__(
+        self,
+        config: DomainConfig,
+        kernel_path: str,
+        kvm: Kvm | None = None,
+        domid: int = 0,
+        kernel_image: bytes | None = None,
+    ) -> None:
+        """``kvm`` and ``kernel_image`` (the kernel file's bytes) let a monitor that has dropped
+        its privileges build the domain again (a reboot) from what it opened while it had them."""
         self.created_ns = time.monotonic_ns()
         #: The id pvd gave the domain (0 when run alone); Xen PV guests can ask for it.
         self.domid = domid
@@ -70,8 +79,8 @@ class Domain:
         self.name = config.name
         self.max_vcpus = config.maxvcpus_or_vcpus
         self.max_pages = config.maxmem_or_memory // layout.PAGE_SIZE
-        self.kernel = load_kernel(kernel_path, layout.KERNEL_MIN_ADDR)
-        xen_notes = kernel_xen_notes(kernel_path)
+        self.kernel = load_kernel(kernel_path, layout.KERNEL_MIN_ADDR, kernel_image)
+        xen_notes = kernel_xen_notes(kernel_path, kernel_image)
         #: "xen" for a kernel with Xen's notes (Xen's boot layout, hypercalls and traps), else "pvtui".
         self.personality = "xen" if xen_notes else "pvtui"
         self.xen: XenGuest | None = None

@@ -37,8 +37,13 @@ class KernelImage:
         return max(s.paddr + s.memsz for s in self.segments)
 
 
-def load_kernel(path: str, min_paddr: int) -> KernelImage:
-    """Parse ``path``; refuse anything the engine could not boot, saying why."""
+def read_kernel(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def load_kernel(path: str, min_paddr: int, image: bytes | None = None) -> KernelImage:
+    """Parse ``path`` (or ``image``, its bytes read earlier); refuse anything the engine could not boot, saying why."""
 
     def refuse(why: str) -> KernelImageError:
         return KernelImageError(
@@ -47,8 +52,7 @@ def load_kernel(path: str, min_paddr: int) -> KernelImage:
         )
 
     try:
-        with open(path, "rb") as f:
-            blob = f.read()
+        blob = image if image is not None else read_kernel(path)
     except OSError as exc:
         raise KernelImageError(f"Cannot read kernel {path}", f"{exc.strerror}. Check the kernel: path.") from None
     if len(blob) < _EHDR.size or blob[:4] != b"\x7fELF":
@@ -74,7 +78,6 @@ def load_kernel(path: str, min_paddr: int) -> KernelImage:
         segments.append(Segment(paddr, blob[offset : offset + filesz], memsz))
     if not segments:
         raise refuse("it has no loadable segment")
-    image = KernelImage(path, entry, tuple(segments))
     if not any(s.paddr <= entry < s.paddr + s.memsz for s in segments):
         raise refuse(f"its entry point {entry:#x} is outside its segments")
-    return image
+    return KernelImage(path, entry, tuple(segments))

@@ -122,8 +122,10 @@ def read_xen_notes(blob: bytes) -> XenNotes | None:
     )
 
 
-def kernel_xen_notes(path: str) -> XenNotes | None:
-    """``read_xen_notes`` of a file (None if unreadable: the loader then says why)."""
+def kernel_xen_notes(path: str, image: bytes | None = None) -> XenNotes | None:
+    """``read_xen_notes`` of a file, or of its bytes read earlier (None if unreadable: the loader then says why)."""
+    if image is not None:
+        return read_xen_notes(image)
     try:
         with open(path, "rb") as f:
             return read_xen_notes(f.read())
