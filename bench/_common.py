@@ -28,6 +28,33 @@ def build_c(name: str, *extra: str) -> Path:
     return out
 
 
+def build_guest(name: str) -> Path:
+    """Compile bench/NAME.c as a guest kernel against pv.h (linked like the bundled kernel)."""
+    BUILD.mkdir(exist_ok=True)
+    out = BUILD / f"{name}.elf"
+    subprocess.run(
+        [
+            find_compiler(),
+            "-O2",
+            "-ffreestanding",
+            "-fno-pic",
+            "-fno-pie",
+            "-fno-stack-protector",
+            "-nostdlib",
+            "-static",
+            "-no-pie",
+            f"-Wl,-T,{SOURCE_DIR / 'kernel.ld'}",
+            "-Wl,--build-id=none",
+            f"-I{SOURCE_DIR}",
+            "-o",
+            str(out),
+            str(BENCH_DIR / f"{name}.c"),
+        ],
+        check=True,
+    )
+    return out
+
+
 def parse_fields(line: str) -> dict[str, int]:
     """'bench x a=1 b=2' -> {'a': 1, 'b': 2} (hex for checksum is kept as text-free int)."""
     fields = {}

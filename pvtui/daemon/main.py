@@ -32,10 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     except PvtuiError as exc:
         print(f"pvd: {exc.title}: {exc.message}", file=sys.stderr)
         return 1
-    # Import the engine before forking the zygote so monitors start with it loaded.
+    # Import the engine before forking the zygote so monitors start with it loaded
+    # (shared, not copied, and readable after a monitor gives up root).
     import pvtui.daemon.monitor
     import pvtui.engine.domain  # noqa: F401
+    from pvtui.daemon.privileges import preload_modules
     from pvtui.daemon.zygote import start_zygote
+
+    preload_modules()
 
     zygote = start_zygote()
     # The locks are taken after the fork, so neither the zygote nor the monitors hold them.

@@ -74,7 +74,7 @@ def drop_to_own_id() -> int:
     runs a guest as root by accident).
     """
     new_id = monitor_id(os.getpid())
-    preload_modules()
+    preload_modules()  # a no-op when pvd preloaded them before forking the zygote
     os.setgroups([])
     os.setresgid(new_id, new_id, new_id)
     os.setresuid(new_id, new_id, new_id)
