@@ -38,6 +38,7 @@ import psutil
 from _common import REPO  # noqa: F401 - puts the checkout on sys.path
 
 from pvtui.client import Client, EngineError
+from pvtui.engine.lifecycle import MAX_RESTARTS, RESTART_WINDOW_S
 from pvtui.errors import PvtuiError
 
 POOL = 8
@@ -66,6 +67,17 @@ class Soak:
     ops: dict[str, int] = field(default_factory=dict)
     refused: dict[str, int] = field(default_factory=dict)
     kills: int = 0
+    killed_at: dict[str, list[float]] = field(default_factory=dict)
+
+    def _may_kill(self, name: str) -> bool:
+        """Kill a domain at most once per restart window: more is a crash loop, which pvd
+        rightly ends by destroying the domain (that is the guard working, not a loss)."""
+        now = time.monotonic()
+        recent = [t for t in self.killed_at.get(name, []) if now - t < RESTART_WINDOW_S]
+        if len(recent) >= MAX_RESTARTS - 1:
+            return False
+        self.killed_at[name] = [*recent, now]
+        return True
 
     def define(self, name: str) -> Path:
         path = self.domains_dir / f"{name}.yaml"
@@ -81,7 +93,7 @@ class Soak:
         present = name in self.expected
         if not present:
             action = "create"
-        elif self.rng.randrange(KILL_EVERY) == 0:
+        elif self.rng.randrange(KILL_EVERY) == 0 and self._may_kill(name):
             action = "kill"
         else:
             action = self.rng.choice(["destroy", "reboot", "vcpus", "balloon", "pause", "grow"])
@@ -91,8 +103,8 @@ class Soak:
                 await client.create(self.define(name))
                 self.expected.add(name)
             elif action == "destroy":
+                await client.destroy(name)  # during an on_crash restart, pvd destroys the new monitor
                 self.expected.discard(name)
-                await client.destroy(name)
             elif action == "reboot":
                 await client.call("reboot", name=name)
             elif action == "vcpus":
@@ -113,6 +125,8 @@ class Soak:
         except (EngineError, PvtuiError) as exc:
             # A refusal (a domain mid-restart after a kill, a vCPU the guest has not
             # brought up yet) is the engine working; count it, carry on.
+            if action == "destroy" and exc.title.startswith("No domain named"):
+                self.expected.discard(name)
             key = f"{action}: {exc.title}"
             self.refused[key] = self.refused.get(key, 0) + 1
 

@@ -422,3 +422,27 @@ def test_monitors_of_a_root_pvd_run_as_their_own_unprivileged_uids(engine: Engin
     engine.ok("pause", "jail-b")  # pvd still reaches it
     engine.ok("destroy", "jail-a")
     engine.ok("destroy", "jail-b")
+
+
+def test_a_destroy_during_an_on_crash_restart_wins(engine: Engine):
+    """Kill a monitor, destroy its domain at once: destroyed, and it does not come back."""
+    import asyncio
+
+    from pvtui.client import Client
+
+    engine.ok("create", engine.define("phoenix2", "memory: 32M\non_crash: restart\n"))
+
+    async def kill_then_destroy() -> None:
+        async with await Client.connect(start=False) as client:
+            os.kill(engine.monitor_pids()["phoenix2"], signal.SIGKILL)
+            for _ in range(100):  # until pvd has noticed (the restart window) or the domain is gone
+                try:
+                    await client.destroy("phoenix2")
+                    return
+                except Exception as exc:  # the old monitor still dying: try again
+                    assert "No domain named" not in str(exc), exc
+                    await asyncio.sleep(0.005)
+
+    asyncio.run(kill_then_destroy())
+    time.sleep(1.0)
+    assert domain(engine, "phoenix2") is None

@@ -150,11 +150,19 @@ class PvdMonitors(PvdStats):
             if not waiter.done():
                 waiter.set_result("crashed")
         if action == "restart" and record.guard.allow():
+            restarted: asyncio.Future[DomainRecord | None] = asyncio.get_running_loop().create_future()
+            self._restarting[record.name] = restarted
             self._forget(record, "restarting")
+            new: DomainRecord | None = None
             try:
-                await self._create(record.config, record.spec.definition, domid=record.spec.domid, guard=record.guard)
+                new = await self._create(
+                    record.config, record.spec.definition, domid=record.spec.domid, guard=record.guard
+                )
             except PvtuiError as exc:
                 log.warning("restart of %s failed: %s", record.name, exc)
+            finally:
+                self._restarting.pop(record.name, None)
+                restarted.set_result(new)
         elif action == "preserve":
             record.state = "crashed"
             self._broadcast("state", record.name, {"state": "crashed", "detail": reason})

@@ -127,6 +127,8 @@ class PvdState:
     _zygote_lock: asyncio.Lock
     _zygote_stream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None
     _hypercall_tasks: dict[str, asyncio.Task[None]]
+    #: Domains whose monitor died and that on_crash is restarting: the new record when it is up (None: failed).
+    _restarting: dict[str, asyncio.Future[DomainRecord | None]]
     _detaching: set[asyncio.Task[None]]
 
     def committed_bytes(self) -> int:

@@ -78,6 +78,7 @@ class Pvd(PvdMonitors):
         self._zygote_lock = asyncio.Lock()
         self._zygote_stream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self._hypercall_tasks: dict[str, asyncio.Task[None]] = {}
+        self._restarting: dict[str, asyncio.Future[DomainRecord | None]] = {}
         self._detaching: set[asyncio.Task[None]] = set()
         self._cpu_meter = _CpuMeter()
 
@@ -197,6 +198,10 @@ class Pvd(PvdMonitors):
 
     def _record(self, name: str) -> DomainRecord:
         record = self.records.get(name)
+        if record is None and name in self._restarting:
+            raise PvtuiError(
+                f"{name} is restarting", "Its monitor died and on_crash restarts it; try again in a moment."
+            )
         if record is None:
             known = ", ".join(sorted(self.records)) or "none"
             raise PvtuiError(f"No domain named {name}", f"Running domains: {known}. See pvtui list.")
@@ -283,7 +288,16 @@ class Pvd(PvdMonitors):
 
     @PVD_OPS.op("destroy", {"name": str})
     async def op_destroy(self, client: ClientConn, args: dict[str, Any]) -> Any:
-        return await self._destroy(self._record(args["name"]))
+        name = args["name"]
+        restarting = self._restarting.get(name)
+        if name not in self.records and restarting is not None:
+            # A destroy while on_crash restarts the domain wins: wait for the new
+            # monitor, then destroy it, rather than answer "no such domain" and
+            # let the domain come back behind the operator's back.
+            restarted = await restarting
+            if restarted is not None and self.records.get(name) is restarted:
+                return await self._destroy(restarted)
+        return await self._destroy(self._record(name))
 
     @PVD_OPS.op("shutdown", {"name": str, "timeout?": NUM, "wait?": bool})
     async def op_shutdown(self, client: ClientConn, args: dict[str, Any]) -> Any:
