@@ -136,6 +136,11 @@ class PvdMonitors(PvdStats):
                 if not _alive(record.pid):
                     break
                 await asyncio.sleep(0.1)
+        if self.records.get(record.name) is not record:
+            return  # destroyed (or replaced) while we looked: on_crash no longer applies
+        if record.expect_exit:
+            self._forget(record, "destroyed")
+            return
         if self.oom.was_killed(record.pid):
             reason = f"monitor process {record.pid} {OOM_REASON}"
         else:
