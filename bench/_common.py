@@ -13,7 +13,7 @@ REPO = BENCH_DIR.parent
 BUILD = BENCH_DIR / "build"
 sys.path.insert(0, str(REPO))
 
-from pvtui.guest.build import CFLAGS, SOURCE_DIR, find_compiler  # noqa: E402
+from pvtui.guest.build import CFLAGS, SOURCE_DIR, build_single_kernel, find_compiler  # noqa: E402
 
 
 def build_c(name: str, *extra: str) -> Path:
@@ -31,28 +31,7 @@ def build_c(name: str, *extra: str) -> Path:
 def build_guest(name: str) -> Path:
     """Compile bench/NAME.c as a guest kernel against pv.h (linked like the bundled kernel)."""
     BUILD.mkdir(exist_ok=True)
-    out = BUILD / f"{name}.elf"
-    subprocess.run(
-        [
-            find_compiler(),
-            "-O2",
-            "-ffreestanding",
-            "-fno-pic",
-            "-fno-pie",
-            "-fno-stack-protector",
-            "-nostdlib",
-            "-static",
-            "-no-pie",
-            f"-Wl,-T,{SOURCE_DIR / 'kernel.ld'}",
-            "-Wl,--build-id=none",
-            f"-I{SOURCE_DIR}",
-            "-o",
-            str(out),
-            str(BENCH_DIR / f"{name}.c"),
-        ],
-        check=True,
-    )
-    return out
+    return build_single_kernel(BENCH_DIR / f"{name}.c", BUILD / f"{name}.elf")
 
 
 def parse_fields(line: str) -> dict[str, int]:

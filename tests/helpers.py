@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from pvtui.guest.build import build_single_kernel
+
 REPO = Path(__file__).resolve().parent.parent
 SOURCE_DIR = REPO / "pvtui" / "guest" / "src"
 
@@ -41,26 +43,7 @@ def build_custom_kernel(tmp_path: Path, c_source: str) -> Path:
     """Compile a tiny guest kernel against pv.h, linked at 1 MiB."""
     src = tmp_path / "tiny.c"
     src.write_text(c_source)
-    out = tmp_path / "tiny.elf"
-    cmd = [
-        "gcc",
-        "-O2",
-        "-ffreestanding",
-        "-fno-pic",
-        "-fno-pie",
-        "-fno-stack-protector",
-        "-nostdlib",
-        "-static",
-        "-no-pie",
-        f"-Wl,-T,{SOURCE_DIR / 'kernel.ld'}",
-        "-Wl,--build-id=none",
-        f"-I{SOURCE_DIR}",
-        "-o",
-        str(out),
-        str(src),
-    ]
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return out
+    return build_single_kernel(src, tmp_path / "tiny.elf")
 
 
 class Engine:

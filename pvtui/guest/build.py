@@ -84,6 +84,35 @@ def build_kernel(output: Path, source_dir: Path = SOURCE_DIR) -> Path:
     return output
 
 
+def build_single_kernel(source: Path, output: Path) -> Path:
+    """Compile one freestanding C file against pv.h into a guest kernel linked like ours.
+
+    For the small purpose-built guests of the tests and benchmarks (a fuzzer,
+    a console flood, a hypercall storm): no libc, no library of the bundled
+    kernel, only the ABI header and its linker script.
+    """
+    _run(
+        [
+            find_compiler(),
+            "-O2",
+            "-ffreestanding",
+            "-fno-pic",
+            "-fno-pie",
+            "-fno-stack-protector",
+            "-nostdlib",
+            "-static",
+            "-no-pie",
+            f"-Wl,-T,{SOURCE_DIR / 'kernel.ld'}",
+            "-Wl,--build-id=none",
+            f"-I{SOURCE_DIR}",
+            "-o",
+            str(output),
+            str(source),
+        ]
+    )
+    return output
+
+
 def _run(cmd: list[str]) -> None:
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
