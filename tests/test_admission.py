@@ -34,14 +34,14 @@ def _more_than_half_the_limit() -> int:
 
 def test_the_ledger_counts_commitments_and_names_the_numbers():
     ledger = MemoryLedger(total_bytes=8 * GIB, overcommit=1.0, reserve_bytes=GIB)
-    ledger.check([3 * GIB, 3 * GIB], GIB, "fits exactly")
+    ledger.check(6 * GIB, GIB, "fits exactly")
     with pytest.raises(PvtuiError) as refused:
-        ledger.check([3 * GIB, 3 * GIB], GIB + MIB, "domain big")
+        ledger.check(6 * GIB, GIB + MIB, "domain big")
     assert "domain big" in refused.value.title
     assert "6144 MiB committed of the 7168 MiB" in refused.value.message
     assert "1024 MiB are left" in refused.value.message
     doubled = MemoryLedger(total_bytes=8 * GIB, overcommit=2.0, reserve_bytes=GIB)
-    doubled.check([7 * GIB], 7 * GIB, "overcommitted")
+    doubled.check(7 * GIB, 7 * GIB, "overcommitted")
     assert doubled.overcommitted_percent(14 * GIB) == 100.0
     assert ledger.overcommitted_percent(5 * GIB) == 0.0
     assert parse_overcommit(None) == 1.0 and parse_overcommit("1.5") == 1.5

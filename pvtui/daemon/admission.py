@@ -13,8 +13,6 @@ of them dies once they are.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import psutil
@@ -53,10 +51,6 @@ def parse_overcommit(text: str | None) -> float:
     return ratio
 
 
-def overcommit_from_env() -> float:
-    return parse_overcommit(os.environ.get(OVERCOMMIT_ENV))
-
-
 @dataclass(frozen=True)
 class MemoryLedger:
     """What the host can back; :meth:`check` compares a request against it."""
@@ -85,18 +79,17 @@ class MemoryLedger:
             return 0.0
         return max(0.0, (committed - self.backed_bytes) * 100.0 / self.backed_bytes)
 
-    def check(self, committed: Iterable[int], extra_bytes: int, what: str) -> None:
-        """Refuse ``extra_bytes`` more if the domains' ``committed`` sum would pass the limit."""
+    def check(self, committed: int, extra_bytes: int, what: str) -> None:
+        """Refuse ``extra_bytes`` more if the domains' ``committed`` memory would pass the limit."""
         if extra_bytes <= 0:
             return
-        now = sum(committed)
-        if now + extra_bytes <= self.limit_bytes:
+        if committed + extra_bytes <= self.limit_bytes:
             return
-        room = max(0, self.limit_bytes - now)
+        room = max(0, self.limit_bytes - committed)
         ratio = f" x overcommit {self.overcommit:g}" if self.overcommit != 1.0 else ""
         raise AdmissionError(
             f"Not enough host memory for {what}",
-            f"It needs {extra_bytes // MIB} MiB; domains have {now // MIB} MiB committed of the "
+            f"It needs {extra_bytes // MIB} MiB; domains have {committed // MIB} MiB committed of the "
             f"{self.limit_bytes // MIB} MiB pvd may commit ({self.total_bytes // MIB} MiB total less "
             f"{self.reserve_bytes // MIB} MiB kept for the host{ratio}), so {room // MIB} MiB are left. "
             "Destroy or shrink a domain (mem-max cannot shrink; recreate it smaller), ask for less, "

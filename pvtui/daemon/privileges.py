@@ -71,10 +71,10 @@ def drop_to_own_id() -> int:
     glibc applies set*id calls to every thread of the process, so vCPU
     threads already running drop too. Returns the new uid; raises OSError if
     the kernel refused (the caller then stops: a monitor meant to drop never
-    runs a guest as root by accident).
+    runs a guest as root by accident). Modules it may import later were loaded
+    by pvd before forking the zygote (:func:`preload_modules`).
     """
     new_id = monitor_id(os.getpid())
-    preload_modules()  # a no-op when pvd preloaded them before forking the zygote
     os.setgroups([])
     os.setresgid(new_id, new_id, new_id)
     os.setresuid(new_id, new_id, new_id)

@@ -137,4 +137,4 @@ class PvdState:
 
     def admit_memory(self, extra_bytes: int, what: str) -> None:
         """Refuse ``extra_bytes`` more committed memory if the host cannot back it (raises :class:`AdmissionError`)."""
-        self.memory.check((record.committed_bytes for record in self.records.values()), extra_bytes, what)
+        self.memory.check(self.committed_bytes(), extra_bytes, what)
