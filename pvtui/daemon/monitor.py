@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -42,6 +43,9 @@ log = logging.getLogger("monitor")
 #: Console bytes per ``console`` reply: JSON escapes a control byte as six
 #: characters, so a guest's binary output stays inside the message limit.
 CONSOLE_REPLY_BYTES = 128 * 1024
+
+#: How long a new monitor waits for a dying predecessor to release the domain's socket name.
+BIND_WAIT_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -90,9 +94,7 @@ class Monitor:
         with contextlib.suppress(OSError):  # unreadable: the build says why
             self._kernel_image = read_kernel(self.spec.kernel)
         self.domain = self._build()
-        self._server = await asyncio.start_unix_server(
-            self._serve, path=paths.monitor_address(self.name), limit=protocol.MAX_MESSAGE_BYTES + 1
-        )
+        self._server = await self._listen()
         paths.write_atomic(paths.monitor_state(self.name), json.dumps(self.state_record()), durable=False)
         if self._owner_uid == 0:
             drop_to_own_id()
@@ -107,6 +109,27 @@ class Monitor:
                 paths.monitor_state(self.name).unlink()
             if self.domain is not None:
                 self.domain.destroy()
+
+    async def _listen(self) -> asyncio.AbstractServer:
+        """Bind this domain's abstract socket name, waiting for a predecessor to let go of it.
+
+        A monitor restarted after a kill -9 can start while the killed one is
+        still exiting and holds the name; an abstract name is free only once
+        its last fd closes. Past BIND_WAIT_S something else holds it: refuse.
+        """
+        deadline = time.monotonic() + BIND_WAIT_S
+        while True:
+            try:
+                return await asyncio.start_unix_server(
+                    self._serve, path=paths.monitor_address(self.name), limit=protocol.MAX_MESSAGE_BYTES + 1
+                )
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                    raise PvtuiError(
+                        f"Cannot serve domain {self.name}",
+                        f"Its socket name is held by another process ({exc.strerror}); see pvtui list and pvd's log.",
+                    ) from None
+                await asyncio.sleep(0.01)
 
     def state_record(self) -> dict[str, Any]:
         """What ``NAME.json`` holds: the spec, the pid and when the monitor started."""
