@@ -91,11 +91,28 @@ class BenchWorkload(_Strict):
     passes: int = Field(2, ge=1, le=100)
 
 
+class VerifyWorkload(_Strict):
+    """vCPU 0 keeps a working set of patterned pages, rewrites and re-checks them, and checks its
+    clock and hypercall counters: any loss (after a save, restore or migration) crashes the domain."""
+
+    type: Literal["verify"]
+    wss: Size = Field(16 << 20, description="Working-set size (shrinks to fit the balloon).")
+    rate: Size = Field(64 << 20, description="Bytes rewritten per second (0: write once, then only check).")
+    check_rate: Size = Field(128 << 20, description="Bytes re-checked per second.")
+
+
 Workload = Annotated[
-    IdleWorkload | CpuWorkload | MemoryWorkload | BurstyWorkload | ChattyWorkload | SelftestWorkload | BenchWorkload,
+    IdleWorkload
+    | CpuWorkload
+    | MemoryWorkload
+    | BurstyWorkload
+    | ChattyWorkload
+    | SelftestWorkload
+    | BenchWorkload
+    | VerifyWorkload,
     Field(discriminator="type"),
 ]
-WORKLOAD_TYPES = ("idle", "cpu", "memory", "bursty", "chatty", "selftest", "bench")
+WORKLOAD_TYPES = ("idle", "cpu", "memory", "bursty", "chatty", "selftest", "bench", "verify")
 
 CpuSpec = str | int
 

@@ -47,6 +47,8 @@ class Errno(IntEnum):
 
 
 XENVER_version = 0
+#: pvtui's query: the hypercalls the calling vCPU made so far, as the engine counts them.
+XENVER_pvtui_hypercalls = 0x7076
 CONSOLEIO_write = 0
 
 

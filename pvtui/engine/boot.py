@@ -125,7 +125,7 @@ def publish_clock(domain: Domain, runner: VcpuRunner) -> None:
     view = domain.shared[offset : offset + abi.VCPU_TIME_INFO.size]
     version = struct.unpack_from("<I", view)[0]
     view[0:4] = struct.pack("<I", (version + 1) | 1)  # odd: being updated
-    info = bytearray(sample_time_info(runner.vcpu, domain._tsc_khz, (version + 2) & ~1))
+    info = bytearray(sample_time_info(runner.vcpu, domain._tsc_khz, (version + 2) & ~1, domain.clock_offset_ns))
     view[4:] = info[4:]
     view[0:4] = info[0:4]
     runner._time_refreshed_ns = time.monotonic_ns()

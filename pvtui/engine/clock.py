@@ -29,10 +29,14 @@ def tsc_to_ns_mul_shift(tsc_khz: int) -> tuple[int, int]:
     return (numerator << 32) // denominator, shift
 
 
-def sample_time_info(vcpu: Vcpu, tsc_khz: int, version: int) -> bytes:
-    """Pair the guest TSC with the monotonic clock, as a pv_vcpu_time_info."""
+def sample_time_info(vcpu: Vcpu, tsc_khz: int, version: int, offset_ns: int = 0) -> bytes:
+    """Pair the guest TSC with the monotonic clock (plus the domain's offset), as a pv_vcpu_time_info.
+
+    The offset is 0 for a domain that never moved; a domain restored or
+    migrated onto a host whose clock is behind the one it left gets the
+    difference, so its clock never goes backwards."""
     before = time.monotonic_ns()
     tsc = vcpu.read_tsc()
     after = time.monotonic_ns()
     mul, shift = tsc_to_ns_mul_shift(tsc_khz)
-    return VCPU_TIME_INFO.pack(version, 0, tsc, (before + after) // 2, mul, shift)
+    return VCPU_TIME_INFO.pack(version, 0, tsc, (before + after) // 2 + offset_ns, mul, shift)

@@ -9,6 +9,7 @@ the guest, through hypercalls) make of it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import struct
@@ -25,7 +26,7 @@ from pvtui.engine import abi, boot, figures, layout
 from pvtui.engine.abi import ShutdownReason
 from pvtui.engine.accounting import HypercallAccounting
 from pvtui.engine.console import ConsoleBuffer
-from pvtui.engine.elf import load_kernel
+from pvtui.engine.elf import load_kernel, read_kernel
 from pvtui.engine.errors import DomainError
 from pvtui.engine.hypercalls import HypercallHandler
 from pvtui.engine.kvm import Kvm
@@ -79,6 +80,12 @@ class Domain:
         self.name = config.name
         self.max_vcpus = config.maxvcpus_or_vcpus
         self.max_pages = config.maxmem_or_memory // layout.PAGE_SIZE
+        self.kernel_path = kernel_path
+        if kernel_image is None:
+            with contextlib.suppress(OSError):  # unreadable: load_kernel says why
+                kernel_image = read_kernel(kernel_path)
+        #: The kernel file's bytes: a snapshot carries them, so a restore needs no file.
+        self.kernel_image = kernel_image or b""
         self.kernel = load_kernel(kernel_path, layout.KERNEL_MIN_ADDR, kernel_image)
         xen_notes = kernel_xen_notes(kernel_path, kernel_image)
         #: "xen" for a kernel with Xen's notes (Xen's boot layout, hypercalls and traps), else "pvtui".
@@ -99,6 +106,10 @@ class Domain:
         self._finished = threading.Event()
         self.vcpus = VcpuSet(self, config.vcpus, self._create_vcpu)
         self.started_ns = 0
+        #: Guest time minus the engine's monotonic clock (non-zero only after a restore or migration).
+        self.clock_offset_ns = 0
+        #: How long the domain had run before it was saved (its uptime continues from there).
+        self.restored_uptime_ns = 0
 
         self.kvm = kvm or open_kvm()
         self.vm = self.kvm.create_vm()
@@ -144,6 +155,19 @@ class Domain:
             self._transition(DomainState.RUNNING)
             self.started_ns = time.monotonic_ns()
             self.vcpus.get_or_create(0).start()
+
+    def resume_restored(self, started: set[int], paused: bool = False) -> None:
+        """Run a domain built from a snapshot: start the vCPUs that were running (``paused``: parked)."""
+        with self._lock:
+            self._transition(DomainState.RUNNING)
+            self.started_ns = time.monotonic_ns() - self.restored_uptime_ns
+            self._paused = paused
+            for runner in self.vcpus.all():
+                boot.publish_clock(self, runner)
+                if runner.id in started:
+                    runner._pause = paused
+                    runner.start()
+        self.vcpu_state_changed()
 
     def _transition(self, target: DomainState) -> None:
         if not valid_transition(self._state, target):

@@ -14,15 +14,19 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import mmap
+import re
 import threading
 from dataclasses import dataclass
 
 from pvtui.engine.kvm import Vm
+from pvtui.engine.kvm.ioctl import KVM_MEM_LOG_DIRTY_PAGES
 from pvtui.engine.layout import PAGE_SHIFT, PAGE_SIZE
 
 MADV_POPULATE_WRITE = 23
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+#: mincore's byte per page: bit 0 is "resident"; the rest are reserved.
+_LOW_BIT = bytes(i & 1 for i in range(256))
 
 
 @dataclass
@@ -49,6 +53,8 @@ class GuestMemory:
         # One byte per frame: 1 = released to the host by the balloon.
         self._released = bytearray()
         self._released_count = 0
+        #: Frames the engine itself wrote while dirty logging is on (KVM logs only the guest's writes).
+        self._engine_dirty: set[int] | None = None
         self.add_slot(boot_bytes, populated=True)
 
     # --- layout -----------------------------------------------------------
@@ -105,7 +111,15 @@ class GuestMemory:
             return False
         offset = gpa - slot.gpa
         slot.view[offset : offset + len(data)] = data
+        if self._engine_dirty is not None:
+            self.note_written(gpa, len(data))
         return True
+
+    def note_written(self, gpa: int, length: int) -> None:
+        """The engine wrote guest memory behind KVM's back (a view): resend it in a migration."""
+        dirty = self._engine_dirty
+        if dirty is not None and length > 0:
+            dirty.update(range(gpa >> PAGE_SHIFT, ((gpa + length - 1) >> PAGE_SHIFT) + 1))
 
     def view(self, gpa: int, length: int) -> memoryview:
         """A writable view for engine-owned structures (start-info, shared-info)."""
@@ -153,6 +167,8 @@ class GuestMemory:
         return runs
 
     def _madvise_frames(self, first_frame: int, count: int, advice: int) -> None:
+        if self._engine_dirty is not None:  # released or repopulated: the copy elsewhere is stale
+            self._engine_dirty.update(range(first_frame, first_frame + count))
         start = first_frame << PAGE_SHIFT
         end = start + (count << PAGE_SHIFT)
         for slot in self.slots:
@@ -170,6 +186,94 @@ class GuestMemory:
     def held_pages(self) -> int:
         """Frames the guest holds: present RAM minus what the balloon released."""
         return self.pages - self._released_count
+
+    # --- snapshots and migration ------------------------------------------------
+    @property
+    def released_map(self) -> bytes:
+        """One byte per frame, 1 = given back by the balloon (not backed, never saved)."""
+        with self._lock:
+            return bytes(self._released)
+
+    def set_released_map(self, released: bytes) -> None:
+        """Take a saved domain's balloon state: its released frames are dropped here too."""
+        if len(released) != self.pages:
+            raise ValueError(f"released map has {len(released)} frames, memory has {self.pages}")
+        with self._lock:
+            self._released[:] = released
+            self._released_count = released.count(1)
+        for match in re.finditer(b"\x01+", released):
+            self._madvise_frames(match.start(), match.end() - match.start(), mmap.MADV_DONTNEED)
+
+    def backed_runs(self) -> list[tuple[int, int]]:
+        """(first frame, count) runs of frames holding data: resident on the host and not released.
+
+        A frame never touched reads as zero and a released one is the
+        balloon's: neither is worth writing down.
+        """
+        resident = bytearray()
+        for slot in self.slots:
+            pages = slot.size // PAGE_SIZE
+            vec = (ctypes.c_ubyte * pages)()
+            if _libc.mincore(slot.host_addr, slot.size, vec) != 0:
+                raise OSError(ctypes.get_errno(), "mincore failed")
+            resident += bytes(vec).translate(_LOW_BIT)
+        released = self.released_map
+        backed = int.from_bytes(resident, "little") & ~int.from_bytes(released, "little")
+        flags = backed.to_bytes(len(resident), "little")
+        return [(m.start(), m.end() - m.start()) for m in re.finditer(b"\x01+", flags)]
+
+    def frame_view(self, first_frame: int, count: int) -> memoryview:
+        """The bytes of ``count`` frames from ``first_frame`` (one slot's; split runs with :meth:`split_runs`)."""
+        return self.view(first_frame << PAGE_SHIFT, count << PAGE_SHIFT)
+
+    def split_runs(self, runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The runs cut at slot boundaries, so each lies in one mapping."""
+        bounds = [slot.end >> PAGE_SHIFT for slot in self.slots]
+        out = []
+        for first, count in runs:
+            end = first + count
+            for bound in bounds:
+                if first < bound < end:
+                    out.append((first, bound - first))
+                    first = bound
+            out.append((first, end - first))
+        return out
+
+    def start_dirty_log(self) -> None:
+        """Log the guest's writes (KVM, per slot) and the engine's (here) from now on."""
+        with self._lock:
+            self._engine_dirty = set()
+        for slot in self.slots:
+            self.vm.set_memory_region(slot.index, slot.gpa, slot.size, slot.host_addr, KVM_MEM_LOG_DIRTY_PAGES)
+
+    def stop_dirty_log(self) -> None:
+        for slot in self.slots:
+            self.vm.set_memory_region(slot.index, slot.gpa, slot.size, slot.host_addr)
+        with self._lock:
+            self._engine_dirty = None
+
+    @property
+    def dirty_logging(self) -> bool:
+        return self._engine_dirty is not None
+
+    def take_dirty(self) -> list[int]:
+        """Frames written since the last call (or since logging started), sorted; clears the log."""
+        frames: set[int] = set()
+        for slot in self.slots:
+            bitmap = self.vm.get_dirty_log(slot.index, slot.size // PAGE_SIZE)
+            base = slot.gpa >> PAGE_SHIFT
+            for match in re.finditer(b"[^\x00]+", bitmap):
+                for byte_index in range(match.start(), match.end()):
+                    byte = bitmap[byte_index]
+                    while byte:
+                        low = byte & -byte
+                        frames.add(base + byte_index * 8 + low.bit_length() - 1)
+                        byte ^= low
+        with self._lock:
+            if self._engine_dirty is not None:
+                frames |= self._engine_dirty
+                self._engine_dirty = set()
+        return sorted(frames)
 
     # --- measurement ------------------------------------------------------
     def resident_bytes(self) -> int:

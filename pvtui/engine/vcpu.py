@@ -169,10 +169,10 @@ class VcpuRunner:
             self.vcpu.run.kvm_dirty_regs = k.KVM_SYNC_X86_REGS
 
     def wait_parked(self, timeout: float) -> bool:
-        """Wait until the thread is out of the guest (paused, offline or stopped)."""
+        """Wait until the thread is out of the guest and out of any hypercall (paused, offline or stopped)."""
         deadline = time.monotonic() + timeout
         with self.cond:
-            while self.state is VcpuState.RUNNING:
+            while self.state in (VcpuState.RUNNING, VcpuState.BLOCKED):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -205,15 +205,19 @@ class VcpuRunner:
             # Off the per-exit hot path: guests read the clock around blocks and timers.
             self.domain.refresh_clock(self)
         pending = self.domain.pending_view(self.id)
+        offset = self.domain.clock_offset_ns
         with self.cond:
             self.state = VcpuState.BLOCKED
             self.cond.notify_all()
             self.domain.vcpu_state_changed()
-            while not self._stop and not self._offline:
+            # A pause ends the block (the guest sees an early return, which sched_op
+            # block allows): every paused vCPU then waits outside any hypercall, at an
+            # instruction boundary, which is what a snapshot needs.
+            while not self._stop and not self._offline and not self._pause:
                 if pending[0]:
                     break
-                deadline = self.timer_deadline_ns
-                now = time.monotonic_ns()
+                deadline = self.timer_deadline_ns  # guest time: the engine clock plus the domain's offset
+                now = time.monotonic_ns() + offset
                 if deadline and now >= deadline:
                     break
                 self.cond.wait((deadline - now) / 1e9 if deadline else None)

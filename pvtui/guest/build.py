@@ -19,7 +19,7 @@ from pvtui.errors import PvtuiError
 
 SOURCE_DIR = Path(__file__).parent / "src"
 KERNEL_NAME = "pvkernel.elf"
-C_SOURCES = ("kernel.c", "lib.c", "control.c", "workloads.c", "selftest.c", "bench.c")
+C_SOURCES = ("kernel.c", "lib.c", "control.c", "workloads.c", "selftest.c", "bench.c", "verify.c")
 ASM_SOURCES = ("start.S",)
 CFLAGS = (
     "-O2",

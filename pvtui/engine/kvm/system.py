@@ -7,6 +7,7 @@ import errno
 import fcntl
 import mmap
 import os
+import struct
 
 from pvtui.engine.kvm import ioctl as k
 from pvtui.engine.kvm.structs import (
@@ -82,6 +83,22 @@ class Kvm:
                 break
         return self._supported_cpuid
 
+    def msr_index_list(self) -> list[int]:
+        """The MSRs KVM saves and restores for a vCPU (KVM_GET_MSR_INDEX_LIST)."""
+        count = 256
+        while True:
+            buf = bytearray(4 + 4 * count)
+            struct.pack_into("<I", buf, 0, count)
+            try:
+                fcntl.ioctl(self.fd, k.KVM_GET_MSR_INDEX_LIST, buf)
+            except OSError as exc:
+                if exc.errno == errno.E2BIG and count < 65536:
+                    count *= 4
+                    continue
+                raise
+            found = struct.unpack_from("<I", buf)[0]
+            return list(struct.unpack_from(f"<{found}I", buf, 4))
+
     def create_vm(self) -> Vm:
         return Vm(self, fcntl.ioctl(self.fd, k.KVM_CREATE_VM, 0))
 
@@ -99,10 +116,20 @@ class Vm:
         self.fd = fd
         os.set_inheritable(fd, False)
 
-    def set_memory_region(self, slot: int, guest_phys_addr: int, size: int, host_addr: int) -> None:
-        """Map (size > 0) or remove (size == 0) a guest-physical memory slot."""
-        region = KvmUserspaceMemoryRegion(slot, 0, guest_phys_addr, size, host_addr)
+    def set_memory_region(self, slot: int, guest_phys_addr: int, size: int, host_addr: int, flags: int = 0) -> None:
+        """Map (size > 0) or remove (size == 0) a guest-physical memory slot; registering
+        a slot again with other ``flags`` (dirty logging on or off) keeps its contents."""
+        region = KvmUserspaceMemoryRegion(slot, flags, guest_phys_addr, size, host_addr)
         fcntl.ioctl(self.fd, k.KVM_SET_USER_MEMORY_REGION, region)
+
+    def get_dirty_log(self, slot: int, pages: int) -> bytearray:
+        """The slot's dirty bitmap (one bit per 4 KiB page, LSB first) since the last call; reading clears it."""
+        bitmap = bytearray(-(-pages // 64) * 8)
+        holder = (ctypes.c_char * len(bitmap)).from_buffer(bitmap)
+        request = struct.pack("<IIQ", slot, 0, ctypes.addressof(holder))
+        fcntl.ioctl(self.fd, k.KVM_GET_DIRTY_LOG, request)
+        del holder
+        return bitmap
 
     def create_vcpu(self, vcpu_id: int) -> Vcpu:
         return Vcpu(self, vcpu_id, fcntl.ioctl(self.fd, k.KVM_CREATE_VCPU, vcpu_id))
@@ -172,6 +199,29 @@ class Vcpu:
         written = fcntl.ioctl(self.fd, k.KVM_SET_MSRS, msrs)
         if written != msrs.nmsrs:
             raise OSError(f"KVM_SET_MSRS wrote {written} of {msrs.nmsrs} MSRs")
+
+    def get_state_blob(self, request: int, size: int) -> bytes:
+        """A vCPU state struct as raw bytes (xsave, xcrs, vcpu events), for a snapshot."""
+        buf = bytearray(size)
+        fcntl.ioctl(self.fd, request, buf)
+        return bytes(buf)
+
+    def set_state_blob(self, request: int, blob: bytes) -> None:
+        fcntl.ioctl(self.fd, request, bytearray(blob))
+
+    def get_msrs(self, indices: list[int]) -> dict[int, int]:
+        """Read the MSRs KVM will give; one that it refuses is left out (not every listed MSR exists)."""
+        values: dict[int, int] = {}
+        msrs = kvm_msrs(indices)
+        read = fcntl.ioctl(self.fd, k.KVM_GET_MSRS, msrs)
+        for entry in list(msrs.entries)[:read]:
+            values[int(entry.index)] = int(entry.data)
+        if read < len(indices):  # KVM stops at the first it refuses: read the rest one by one
+            for index in indices[read + 1 :]:
+                one = kvm_msrs([index])
+                if fcntl.ioctl(self.fd, k.KVM_GET_MSRS, one) == 1:
+                    values[index] = int(one.entries[0].data)
+        return values
 
     def kvm_run(self) -> None:
         """Enter the guest; returns at the next exit (raises InterruptedError on a kick)."""

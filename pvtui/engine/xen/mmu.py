@@ -189,6 +189,7 @@ def validate_tables(guest: XenGuest, table_gpa: int, level: int) -> None:
                 work.append((entry & x.PTE_ADDR_MASK, depth - 1))
         if changed:
             guest.ram[table : table + PAGE] = struct.pack("<512Q", *entries)
+            guest.memory.note_written(table, PAGE)
 
 
 def table_level(guest: XenGuest, cr3: int, table_gpa: int) -> int | None:

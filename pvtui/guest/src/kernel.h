@@ -38,9 +38,10 @@ void control_poll(u64 vcpu);                       /* cheap; call often */
 extern volatile u64 balloon_top_pfn;               /* frames [0, top) are held */
 void report_used_pages(u64 pages);
 
-/* workloads.c, selftest.c, bench.c */
+/* workloads.c, selftest.c, bench.c, verify.c */
 void workload_run(u64 vcpu);
 void selftest_run(void);
 void bench_run(void);
+void verify_run(u64 vcpu);
 
 #endif

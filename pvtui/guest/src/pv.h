@@ -43,6 +43,7 @@ typedef signed char        pv_s8;
 
 /* xen_version */
 #define XENVER_version 0               /* returns (major << 16) + minor */
+#define XENVER_pvtui_hypercalls 0x7076 /* pvtui: hypercalls this vCPU made, as the engine counts them */
 
 /* console_io */
 #define CONSOLEIO_write 0              /* arg2 = length (<= PV_CONSOLE_MAX_WRITE), arg3 = buffer */

@@ -127,5 +127,7 @@ void workload_run(u64 vcpu)
         selftest_run();
     else if (cmdline_is("workload", "bench") && vcpu == 0)
         bench_run();
+    else if (cmdline_is("workload", "verify") && vcpu == 0)
+        verify_run(vcpu);
     idle_loop(vcpu);
 }

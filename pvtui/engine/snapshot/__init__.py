@@ -1,0 +1,1 @@
+"""Snapshots of running domains: the file format, state capture, save/restore and live migration."""
