@@ -194,6 +194,9 @@ class GuestMemory:
         with self._lock:
             return bytes(self._released)
 
+    def is_released(self, frame: int) -> bool:
+        return 0 <= frame < len(self._released) and self._released[frame] == 1
+
     def set_released_map(self, released: bytes) -> None:
         """Take a saved domain's balloon state: its released frames are dropped here too."""
         if len(released) != self.pages:

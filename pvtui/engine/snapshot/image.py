@@ -50,16 +50,21 @@ def snapshot_meta(domain: Domain, definition: str | None) -> dict[str, Any]:
     }
 
 
-def capture(domain: Domain) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any] | None]:
-    """vCPU, engine and personality state of a paused domain."""
+def capture(
+    domain: Domain, was_paused: bool = False
+) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any] | None]:
+    """vCPU, engine and personality state of a paused domain; ``was_paused``: paused by its operator
+    (not only for the snapshot), so it comes back paused."""
     vcpus = [state.capture_vcpu(domain, runner) for runner in sorted(domain.vcpus.all(), key=lambda r: r.id)]
-    return vcpus, state.capture_engine(domain), state.capture_xen(domain)
+    engine = state.capture_engine(domain)
+    engine["paused"] = was_paused
+    return vcpus, engine, state.capture_xen(domain)
 
 
-def save_domain(domain: Domain, fd: int, definition: str | None) -> SaveFigures:
+def save_domain(domain: Domain, fd: int, definition: str | None, was_paused: bool = False) -> SaveFigures:
     """Write a paused domain to ``fd`` (the caller syncs and renames the file)."""
     started = time.perf_counter()
-    vcpus, engine, xen = capture(domain)
+    vcpus, engine, xen = capture(domain, was_paused)
     names = ["meta", "kernel", "vcpus", "engine"] + (["xen"] if xen is not None else []) + ["memory"]
     writer = SnapshotWriter(fd, names)
     writer.add_json("meta", snapshot_meta(domain, definition))
@@ -106,7 +111,7 @@ def restore_domain(
         state.apply_memory_layout(domain, reader.engine)
         reader.load_memory(domain.memory.frame_view, layout.PAGE_SIZE, domain.memory.pages)
         started = load_state(domain, reader.vcpus, reader.engine, reader.xen)
-        domain.resume_restored(started, paused)
+        domain.resume_restored(started, paused or bool(reader.engine.get("paused")))
     except BaseException:
         domain.destroy()
         raise

@@ -146,7 +146,6 @@ def capture_engine(domain: Domain) -> dict[str, Any]:
         },
         "guest_time_ns": now + domain.clock_offset_ns,
         "uptime_ns": now - domain.started_ns if domain.started_ns else 0,
-        "paused": domain._paused,
     }
 
 
