@@ -16,6 +16,7 @@ from dataclasses import asdict
 from typing import Any
 
 from pvtui.cli.exitcodes import ExitCode
+from pvtui.cli.moves import MOVE_VERBS, add_move_verbs
 from pvtui.cli.top import cmd_top, figure
 from pvtui.client import Client, EngineError
 from pvtui.client.models import HypercallInfo
@@ -39,12 +40,17 @@ async def cmd_list(client: Client, args: argparse.Namespace) -> int:
     print(f"{'Name':<20} {'ID':>4} {'Mem':>7} {'VCPUs':>5} {'State':<6} {'Time(s)':>9} {'CPU%':>6} {'HCALLS/s':>9}")
     for d in domains:
         print(
-            f"{d.name:<20} {d.domid:>4} {d.memory.held_bytes // MIB:>7} {d.vcpus_online:>5} {xl_flags(d.state):<6} "
+            f"{d.name:<20} {d.domid:>4} {d.memory.held_bytes // MIB:>7} {d.vcpus_online:>5} {_state_column(d.state):<6} "
             f"{d.cpu_s:>9.1f} {figure(d.cpu_percent, 6, 1)} {figure(d.hypercalls_per_s, 9, 1)}"
         )
         if d.crash_reason and d.state in ("crashed", "dying", "dead"):
             print(f"{'':<20} crashed: {d.crash_reason}")
     return ExitCode.OK
+
+
+def _state_column(state: str) -> str:
+    """xl's flags; a state xl has no letter for (suspended, incoming) by name."""
+    return state if state in ("suspended", "incoming") else xl_flags(state)
 
 
 async def cmd_create(client: Client, args: argparse.Namespace) -> int:
@@ -281,7 +287,7 @@ async def cmd_engine(client: Client | None, args: argparse.Namespace) -> int:
 #: Every other verb says pvd is not running and how to start it: reading
 #: (``list``, ``top``, ``log``) or changing a domain that cannot exist without
 #: pvd must never bring back an engine the operator stopped.
-STARTS_PVD = frozenset({"create"})
+STARTS_PVD = frozenset({"create", "restore"})
 
 VERBS: dict[str, Verb] = {
     "list": cmd_list,
@@ -300,6 +306,7 @@ VERBS: dict[str, Verb] = {
     "console": cmd_console,
     "log": cmd_log,
     "top": cmd_top,  # pvtui/cli/top.py
+    **MOVE_VERBS,  # pvtui/cli/moves.py
 }
 
 
@@ -358,6 +365,7 @@ def add_verbs(verbs: argparse._SubParsersAction, run: Callable[[argparse.Namespa
     p.add_argument("-b", "--batch", action="store_true", help="batch output")
     p.add_argument("-i", "--iterations", type=int, default=1)
     p.add_argument("-d", "--delay", type=float, default=1.0)
+    add_move_verbs(verb)
     p = verb("engine", "Start, stop or show pvd.")
     p.add_argument("action", choices=("start", "stop", "status"))
     p.add_argument("--destroy-domains", action="store_true", help="with stop: destroy every domain first")

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pvtui.daemon import paths, protocol
+from pvtui.daemon.jobs import JobServer
+from pvtui.daemon.migration_jobs import MigrationJobs
 from pvtui.daemon.ops import MONITOR_OPS
 from pvtui.daemon.privileges import drop_to_own_id, peer_credentials
 from pvtui.daemon.protocol import ProtocolError
@@ -36,6 +38,7 @@ from pvtui.engine.domain import Domain, DomainEvent, open_kvm
 from pvtui.engine.elf import read_kernel
 from pvtui.engine.kvm import Kvm
 from pvtui.engine.lifecycle import RestartGuard, action_for
+from pvtui.engine.snapshot.image import build_for_restore, snapshot_meta
 from pvtui.errors import PvtuiError
 
 log = logging.getLogger("monitor")
@@ -57,10 +60,25 @@ class MonitorSpec:
     config: dict[str, Any]
     definition: str | None
     kernel: str
+    #: Build the domain from this snapshot file instead of booting it.
+    restore: str | None = None
+    #: Build the domain and wait for a migration stream to fill it (it starts when that says so).
+    incoming: bool = False
+    #: A restored or incoming domain comes up paused.
+    paused: bool = False
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MonitorSpec:
-        return cls(data["name"], data["domid"], data["config"], data.get("definition"), data["kernel"])
+        return cls(
+            data["name"],
+            data["domid"],
+            data["config"],
+            data.get("definition"),
+            data["kernel"],
+            data.get("restore"),
+            bool(data.get("incoming", False)),
+            bool(data.get("paused", False)),
+        )
 
 
 class Monitor:
@@ -82,6 +100,7 @@ class Monitor:
         self._kvm: Kvm | None = None
         self._kernel_image: bytes | None = None
         self.loop: asyncio.AbstractEventLoop
+        self.migration = MigrationJobs(self)
 
     # --- process ------------------------------------------------------------------
     async def main(self, ready: Callable[[dict[str, Any]], None] = lambda status: None) -> None:
@@ -93,8 +112,9 @@ class Monitor:
         self._kvm = open_kvm()
         with contextlib.suppress(OSError):  # unreadable: the build says why
             self._kernel_image = read_kernel(self.spec.kernel)
-        self.domain = self._build()
+        self.domain = self._build(fresh=False)
         self._server = await self._listen()
+        jobs = JobServer(self.name, self._owner_uid, self.migration.handlers())
         paths.write_atomic(paths.monitor_state(self.name), json.dumps(self.state_record()), durable=False)
         if self._owner_uid == 0:
             drop_to_own_id()
@@ -103,6 +123,7 @@ class Monitor:
             await self._exit.wait()
             await asyncio.sleep(0.05)  # let the last events reach pvd
         finally:
+            jobs.close()
             if self._server is not None:
                 self._server.close()
             with contextlib.suppress(OSError):  # without root it cannot; pvd removes it
@@ -135,10 +156,22 @@ class Monitor:
         """What ``NAME.json`` holds: the spec, the pid and when the monitor started."""
         return {**asdict(self.spec), "pid": os.getpid(), "created": self.created}
 
-    def _build(self) -> Domain:
-        domain = Domain(
-            self.config, self.spec.kernel, kvm=self._kvm, domid=self.spec.domid, kernel_image=self._kernel_image
-        )
+    def _build(self, fresh: bool = True) -> Domain:
+        """The domain, booted (``fresh``, and every restart), or as the spec says: restored or incoming."""
+        spec = self.spec
+        if not fresh and spec.restore is not None:
+            domain = self.migration.restore(spec.restore)
+        elif not fresh and spec.incoming:
+            domain = build_for_restore(self.config, spec.kernel, self._kernel_image or b"", self._kvm, spec.domid)
+        else:
+            domain = Domain(self.config, spec.kernel, kvm=self._kvm, domid=spec.domid, kernel_image=self._kernel_image)
+        self._kernel_image = domain.kernel_image  # a restart boots what ran, even if the file has gone
+        self._attach(domain)
+        if fresh or (spec.restore is None and not spec.incoming):
+            domain.start()
+        return domain
+
+    def _attach(self, domain: Domain) -> None:
         loop = self.loop
 
         def on_event(event: DomainEvent) -> None:  # a vCPU thread: hand it to the event loop
@@ -149,8 +182,6 @@ class Monitor:
 
         domain.listeners.append(on_event)
         domain.console.followers.append(on_console)
-        domain.start()
-        return domain
 
     # --- events -----------------------------------------------------------------
     def _push(self, kind: str, data: Any) -> None:
@@ -185,7 +216,7 @@ class Monitor:
             if self.guard.allow():
                 domain.destroy()
                 self.restarts += 1
-                self.domain = self._build()
+                self.domain = self._build(fresh=True)
                 self._push("lifecycle", {"what": "restarted", **detail})
                 return
             self._push("lifecycle", {"what": "crash_loop", **detail})
@@ -209,6 +240,8 @@ class Monitor:
         finally:
             self._sinks.discard(writer)
             writer.close()
+            if not self._sinks:
+                self.migration.pvd_lost()
 
     @property
     def _domain(self) -> Domain:
@@ -218,6 +251,14 @@ class Monitor:
     def _in_thread(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """A request that waits on vCPU threads runs off the event loop (events keep flowing)."""
         return self.loop.run_in_executor(None, fn, *args)
+
+    @MONITOR_OPS.op("snapshot_meta")
+    async def op_snapshot_meta(self, writer: asyncio.StreamWriter, args: dict[str, Any]) -> Any:
+        return snapshot_meta(self._domain, self.spec.definition)
+
+    @MONITOR_OPS.op("migrate_cancel")
+    async def op_migrate_cancel(self, writer: asyncio.StreamWriter, args: dict[str, Any]) -> Any:
+        return {"cancelled": self.migration.cancel()}
 
     @MONITOR_OPS.op("hello")
     async def op_hello(self, writer: asyncio.StreamWriter, args: dict[str, Any]) -> Any:
@@ -249,11 +290,13 @@ class Monitor:
 
     @MONITOR_OPS.op("pause")
     async def op_pause(self, writer: asyncio.StreamWriter, args: dict[str, Any]) -> Any:
+        self.migration.refuse_if_busy("pause")
         await self._in_thread(self._domain.pause)
         return self.stats()
 
     @MONITOR_OPS.op("unpause")
     async def op_unpause(self, writer: asyncio.StreamWriter, args: dict[str, Any]) -> Any:
+        self.migration.refuse_if_busy("unpause")
         self._domain.unpause()
         return self.stats()
 
@@ -277,6 +320,7 @@ class Monitor:
 
     @MONITOR_OPS.op("vcpu_set", {"count": int})
     async def op_vcpu_set(self, writer: asyncio.StreamWriter, args: dict[str, Any]) -> Any:
+        self.migration.refuse_if_busy("change the vCPUs of")
         await self._in_thread(self._domain.set_online_vcpus, args["count"])
         return self.stats()
 
@@ -290,11 +334,13 @@ class Monitor:
 
     @MONITOR_OPS.op("mem_set", {"bytes": int})
     async def op_mem_set(self, writer: asyncio.StreamWriter, args: dict[str, Any]) -> Any:
+        self.migration.refuse_if_busy("set the memory of")
         self._domain.set_balloon_target(args["bytes"])
         return self.stats()
 
     @MONITOR_OPS.op("mem_max", {"bytes": int})
     async def op_mem_max(self, writer: asyncio.StreamWriter, args: dict[str, Any]) -> Any:
+        self.migration.refuse_if_busy("grow")
         await self._in_thread(self._domain.grow_memory, args["bytes"])
         return self.stats()
 
@@ -307,6 +353,10 @@ class Monitor:
         domain = self.domain
         assert domain is not None
         data: dict[str, Any] = domain.stats().to_dict()
+        if self.migration.incoming:
+            data["state"] = "incoming"
+        if self.migration.progress is not None:
+            data["migration"] = self.migration.progress
         host_cpus = domain.vcpus.host_cpus()
         for vcpu in data["vcpus"]:
             vcpu["host_cpu"] = host_cpus.get(vcpu["id"])

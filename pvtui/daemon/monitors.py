@@ -74,6 +74,24 @@ class PvdMonitors(PvdStats):
                 except PvtuiError as exc:
                     log.warning("autostart of %s failed: %s: %s", config.name, exc.title, exc.message)
 
+    # --- lookups ----------------------------------------------------------------------
+    def _record(self, name: str) -> DomainRecord:
+        record = self.records.get(name)
+        if record is None and name in self._restarting:
+            raise PvtuiError(
+                f"{name} is restarting", "Its monitor died and on_crash restarts it; try again in a moment."
+            )
+        if record is None:
+            known = ", ".join(sorted(self.records)) or "none"
+            raise PvtuiError(f"No domain named {name}", f"Running domains: {known}. See pvtui list.")
+        return record
+
+    def _live(self, name: str) -> tuple[DomainRecord, MonitorLink]:
+        record = self._record(name)
+        if record.link is None:
+            raise PvtuiError(f"{name} is {record.state}", "Its monitor is gone; destroy it to clear the record.")
+        return record, record.link
+
     # --- monitors -------------------------------------------------------------------
     async def _spawn(self, spec: MonitorSpec) -> int:
         assert self._zygote_stream is not None
@@ -105,6 +123,8 @@ class PvdMonitors(PvdStats):
         data = message.get("data") or {}
         if kind == "state":
             record.state = data.get("state", record.state)
+        elif kind == "migration":
+            record.migration = data if data.get("stage") != "done" else None
         elif kind == "lifecycle":
             what = data.get("what")
             if what == "destroyed":
@@ -202,25 +222,35 @@ class PvdMonitors(PvdStats):
             paths.monitor_state(name).unlink()
 
     async def _create(
-        self, config: DomainConfig, definition: str | None, domid: int | None = None, guard: RestartGuard | None = None
+        self,
+        config: DomainConfig,
+        definition: str | None,
+        domid: int | None = None,
+        guard: RestartGuard | None = None,
+        memory_bytes: int | None = None,
+        **spec_fields: Any,
     ) -> DomainRecord:
+        """Start a monitor for ``config``; ``spec_fields`` (restore, incoming, paused, kernel) say how it builds.
+
+        ``memory_bytes`` is what the domain commits when that is more than its
+        boot memory (a restored domain with hot-added memory)."""
         async with self._registry_lock:
             if config.name in self.records:
                 raise PvtuiError(
                     f"A domain named {config.name} exists",
                     "Destroy it first (pvtui destroy NAME) or rename the new one.",
                 )
-            self.admit_memory(config.memory, f"domain {config.name}")
+            self.admit_memory(max(config.memory, memory_bytes or 0), f"domain {config.name}")
             for vcpu in range(config.maxvcpus_or_vcpus):
                 admission.check_cpus(config.vcpu_affinity(vcpu), f"{config.name} vCPU {vcpu}")
             if config.cpu_cap and not self.cpu.can_cap:
                 self.cpu.apply(config.name, os.getpid(), config.cpu_weight, config.cpu_cap)  # raises the reason
             from pvtui.guest.build import bundled_kernel
 
-            kernel = config.kernel or str(bundled_kernel())
+            kernel = spec_fields.pop("kernel", None) or config.kernel or str(bundled_kernel())
             if domid is None:
                 domid = max((r.spec.domid for r in self.records.values()), default=0) + 1
-            spec = MonitorSpec(config.name, domid, config.model_dump(mode="json"), definition, kernel)
+            spec = MonitorSpec(config.name, domid, config.model_dump(mode="json"), definition, kernel, **spec_fields)
             pid = await self._spawn(spec)
             record = DomainRecord(spec, config, pid=pid, weight=config.cpu_weight, cap=config.cpu_cap)
             if guard is not None:

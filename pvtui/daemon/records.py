@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from pvtui.domain.model import DomainSummary, MemoryInfo
 from pvtui.domain.schema import DomainConfig
 from pvtui.engine.lifecycle import RestartGuard
 
-TOPICS = {"stats", "state", "console", "hypercalls", "lifecycle"}
+TOPICS = {"stats", "state", "console", "hypercalls", "lifecycle", "migration"}
 
 
 def _rounded(value: float | None, digits: int) -> float | None:
@@ -50,6 +51,8 @@ class DomainRecord:
     cpu_attached: asyncio.Future[None] | None = None
     #: Memory a request in flight (mem-max) has been admitted for but the stats do not show yet.
     pending_bytes: int = 0
+    #: The last progress of a live migration of this domain (None when none runs).
+    migration: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:
@@ -97,6 +100,7 @@ class DomainRecord:
             # When the monitor read the counters above (cpu_s, hypercalls_total):
             # a client taking its own rates divides by the difference of these.
             sampled_s=stats.get("sampled_s"),
+            migration=self.migration,
         )
         return asdict(summary)
 
@@ -106,6 +110,8 @@ class ClientConn:
     writer: asyncio.StreamWriter
     topics: set[str] = field(default_factory=set)
     domains: set[str] | None = None
+    #: Set by a request that turns the connection into a byte stream: runs once its reply is sent.
+    takeover: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]] | None = None
 
     def wants(self, topic: str, domain: str | None) -> bool:
         return topic in self.topics and (self.domains is None or domain is None or domain in self.domains)

@@ -51,6 +51,10 @@ async def serve_requests(
                 break
             writer.write(await _answer(line, table, schemas, target, conn, log))
             await writer.drain()
+            takeover = getattr(conn, "takeover", None)
+            if takeover is not None:  # the connection now carries something else (a migration stream)
+                await takeover(reader, writer)
+                break
     except (ConnectionError, asyncio.IncompleteReadError):
         pass
 

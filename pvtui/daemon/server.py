@@ -32,8 +32,7 @@ from pvtui import __version__
 from pvtui.daemon import admission, paths, protocol
 from pvtui.daemon.cpucontrol import CpuControl
 from pvtui.daemon.instance import take_lock
-from pvtui.daemon.link import MonitorLink
-from pvtui.daemon.monitors import PvdMonitors
+from pvtui.daemon.moves import PvdMoves
 from pvtui.daemon.oom import OomWitness
 from pvtui.daemon.ops import PVD_OPS
 from pvtui.daemon.protocol import ProtocolError
@@ -58,7 +57,7 @@ OPS = PVD_OPS
 RUNTIME_CHECK_S = 1.0
 
 
-class Pvd(PvdMonitors):
+class Pvd(PvdMoves):
     def __init__(
         self, zygote: Zygote, domains_dir: Path | None, overcommit: float = 1.0, locks: list[TextIO] | None = None
     ) -> None:
@@ -196,23 +195,6 @@ class Pvd(PvdMonitors):
             self.clients.discard(client)
             writer.close()
 
-    def _record(self, name: str) -> DomainRecord:
-        record = self.records.get(name)
-        if record is None and name in self._restarting:
-            raise PvtuiError(
-                f"{name} is restarting", "Its monitor died and on_crash restarts it; try again in a moment."
-            )
-        if record is None:
-            known = ", ".join(sorted(self.records)) or "none"
-            raise PvtuiError(f"No domain named {name}", f"Running domains: {known}. See pvtui list.")
-        return record
-
-    def _live(self, name: str) -> tuple[DomainRecord, MonitorLink]:
-        record = self._record(name)
-        if record.link is None:
-            raise PvtuiError(f"{name} is {record.state}", "Its monitor is gone; destroy it to clear the record.")
-        return record, record.link
-
     def _fresh(self, name: str, result: Any) -> Any:
         """The monitor answered with its stats after a change: ``list`` shows it at once."""
         record = self.records.get(name)
@@ -246,7 +228,8 @@ class Pvd(PvdMonitors):
     async def op_list(self, client: ClientConn, args: dict[str, Any]) -> Any:
         if args.get("fresh"):
             await self._refresh_all()
-        return [r.summary() for r in sorted(self.records.values(), key=lambda r: r.spec.domid)]
+        running = [r.summary() for r in sorted(self.records.values(), key=lambda r: r.spec.domid)]
+        return running + [row for row in self.suspended() if row["name"] not in self.records]
 
     @PVD_OPS.op("subscribe", {"topics": list, "domains?": list})
     async def op_subscribe(self, client: ClientConn, args: dict[str, Any]) -> Any:

@@ -87,6 +87,8 @@ class DomainSummary:
     sampled_s: float | None = None
     #: The guest ABI: "pvtui" (our own) or "xen" (a Xen PV kernel).
     personality: str = "pvtui"
+    #: A save or live migration under way: its last progress report (stage, round, pages_left, ...).
+    migration: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DomainSummary:

@@ -131,7 +131,9 @@ class SnapshotReader:
             raise self._error("is truncated", f"It has {size} bytes, less than a snapshot header.")
         magic, version, count, table_crc, _ = HEADER.unpack(head)
         if magic != MAGIC:
-            raise self._error("is not a pvtui snapshot", "Its first bytes are not PVTUISNP; pass a file pvtui save wrote.")
+            raise self._error(
+                "is not a pvtui snapshot", "Its first bytes are not PVTUISNP; pass a file pvtui save wrote."
+            )
         if version != FORMAT_VERSION:
             raise self._error(
                 f"has snapshot format version {version}",

@@ -118,4 +118,12 @@ def restore_domain(
     return domain
 
 
-__all__ = ["SaveFigures", "build_for_restore", "capture", "load_state", "restore_domain", "save_domain", "snapshot_meta"]
+__all__ = [
+    "SaveFigures",
+    "build_for_restore",
+    "capture",
+    "load_state",
+    "restore_domain",
+    "save_domain",
+    "snapshot_meta",
+]

@@ -23,6 +23,7 @@ leaves it paused and says so, since the target may or may not run it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
@@ -265,9 +266,7 @@ class Sender:
                 domain.unpause()
             if isinstance(exc, MigrationError):
                 raise
-            raise MigrationError(
-                "Migration failed", f"{exc}. The domain keeps running here, unchanged."
-            ) from None
+            raise MigrationError("Migration failed", f"{exc}. The domain keeps running here, unchanged.") from None
         finally:
             if domain.memory.dirty_logging:
                 domain.memory.stop_dirty_log()
@@ -338,10 +337,8 @@ class Receiver:
                     raise ConnectionError(f"unexpected {kind!r} frame in a migration stream")
         except PvtuiError as exc:
             with_error = {"error": exc.title, "message": exc.message}
-            try:
+            with contextlib.suppress(OSError):
                 stream.send_json(b"A", with_error)
-            except OSError:
-                pass
             raise
 
     def _pages(self, crc: int, length: int) -> None:

@@ -57,7 +57,9 @@ def _struct_bytes(value: ctypes.Structure) -> str:
 def _load_struct(cls: type[ctypes.Structure], text: str) -> Any:
     raw = bytes.fromhex(text)
     if len(raw) != ctypes.sizeof(cls):
-        raise SnapshotError("Snapshot has a malformed vCPU", f"{cls.__name__} is {len(raw)} bytes, not {ctypes.sizeof(cls)}.")
+        raise SnapshotError(
+            "Snapshot has a malformed vCPU", f"{cls.__name__} is {len(raw)} bytes, not {ctypes.sizeof(cls)}."
+        )
     return cls.from_buffer_copy(raw)
 
 
