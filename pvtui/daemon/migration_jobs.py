@@ -72,10 +72,14 @@ class MigrationJobs:
 
     def pvd_lost(self) -> None:
         """pvd's connection is gone: an incoming migration it was asked for is abandoned."""
+        if not self.incoming:
+            return
         stream = self._stream
-        if self.incoming and stream is not None:
+        if stream is not None:  # the receiver fails and discards the domain
             with contextlib.suppress(OSError):
                 stream.shutdown(socket.SHUT_RDWR)
+        else:  # the stream never came: nothing will fill this domain
+            self.monitor._finish({"reason": "migration_aborted", "action": "destroy", "crash_reason": None})
 
     def _report(self, data: dict[str, Any]) -> None:
         self.progress = data
