@@ -137,9 +137,12 @@ class MigrationFigures:
     downtime_s: float
     sent_bytes: int
     final_pages: int
+    #: When the source's vCPUs stopped (the engine's monotonic clock): downtime runs from here.
+    paused_at_ns: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "paused_at_ns": self.paused_at_ns,
             "rounds": self.rounds,
             "total_s": self.total_s,
             "downtime_ms": self.downtime_s * 1000,
@@ -234,6 +237,7 @@ class Sender:
                 raise MigrationCancelled()
             # Stop and copy: the guest is paused from here until the target runs it.
             pause_at = time.monotonic()
+            paused_at_ns = time.monotonic_ns()
             if not was_paused:
                 domain.pause()
                 paused_here = True
@@ -251,7 +255,9 @@ class Sender:
             self._answer("running")
             downtime = time.monotonic() - pause_at
             self._report("done", rounds, 0)
-            return MigrationFigures(rounds, time.monotonic() - started, downtime, self.stream.sent_bytes, len(final))
+            return MigrationFigures(
+                rounds, time.monotonic() - started, downtime, self.stream.sent_bytes, len(final), paused_at_ns
+            )
         except (OSError, ConnectionError, ValueError, MigrationError) as exc:
             if domain.memory.dirty_logging:
                 domain.memory.stop_dirty_log()
