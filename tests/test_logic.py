@@ -146,6 +146,9 @@ class _FakeMemory:
             raise ValueError("outside")
         return memoryview(self.ram)[gpa : gpa + length]
 
+    def note_written(self, gpa: int, length: int) -> None:
+        """Engine writes through a view: recorded only while migrating (never here)."""
+
 
 class _FakeDomain:
     def __init__(self) -> None:

@@ -222,7 +222,7 @@ def test_migration_stream_closed_midway_leaves_the_source_running(boot) -> None:
         stream = FrameStream(theirs)
         stream.send_json(b"A", {"stage": "ready"})
         for _ in range(5):  # take a few frames, then hang up mid-copy
-            kind, crc, length = stream.recv_header()
+            _, crc, length = stream.recv_header()
             stream.recv_body(crc, length)
         theirs.close()
 
@@ -235,3 +235,45 @@ def test_migration_stream_closed_midway_leaves_the_source_running(boot) -> None:
     assert source.state in (DomainState.RUNNING, DomainState.BLOCKED)
     assert wait_until(lambda: source.accounting.total() > calls + 10, 5)
     assert_healthy(source)
+
+
+def test_a_vcpu_blocked_in_a_multicall_stays_blocked_and_wakes_on_an_event(boot, tmp_path: Path) -> None:
+    """The idle guest sleeps in a multicall (set_timer_op + block) with no deadline: restored, it
+    stays asleep (no spurious return) and the next event finishes that multicall."""
+    domain = boot("memory: 64M\nname: sleeper\nmaxmem: 64M\n")
+    assert wait_until(lambda: domain.state is DomainState.BLOCKED, 5)
+    save_to(domain, tmp_path / "sleeper.snap")
+    calls = domain.accounting.total()
+    domain.destroy()
+    restored = restore_from(tmp_path / "sleeper.snap", domain.config)
+    try:
+        time.sleep(0.5)
+        assert restored.state is DomainState.BLOCKED
+        assert restored.accounting.total() == calls, "nothing woke it"
+        restored.set_balloon_target(48 * MIB)  # an event on the control port
+        assert wait_until(lambda: restored.memory.held_pages * 4096 <= 48 * MIB, 5)
+        assert restored.accounting.total() > calls
+        assert_healthy(restored)
+    finally:
+        restored.destroy()
+
+
+def test_xen_pv_guest_save_restore_keeps_its_block(boot, tmp_path: Path) -> None:
+    """A Xen PV kernel blocked with nothing to wake it must still be blocked after a restore
+    (waking it would run into its ud2 and crash it)."""
+    from test_xen import build_xen_kernel
+
+    kernel = str(build_xen_kernel(tmp_path, block=True))
+    domain = boot("memory: 32M\nname: xsleeper\n", kernel=kernel)
+    assert domain.personality == "xen"
+    assert wait_until(lambda: "ENOSYS" in domain.console.text() and domain.state is DomainState.BLOCKED, 5)
+    save_to(domain, tmp_path / "x.snap")
+    domain.destroy()
+    restored = restore_from(tmp_path / "x.snap", domain.config)
+    try:
+        assert restored.personality == "xen"
+        time.sleep(0.5)
+        assert restored.state is DomainState.BLOCKED, restored.crash_reason
+        assert "ENOSYS" in restored.console.text()
+    finally:
+        restored.destroy()

@@ -12,6 +12,7 @@ import contextlib
 import os
 import socket
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from pvtui.engine.domain import Domain
@@ -118,13 +119,15 @@ class MigrationJobs:
             if not was_paused:
                 domain.pause()
             try:
+                started = time.perf_counter()
                 figures = save_domain(domain, fd, self.monitor.spec.definition, was_paused)
                 os.fsync(fd)
+                synced = time.perf_counter() - started  # the file is on disk: that is the save's time
             except OSError as exc:
                 raise PvtuiError(
                     f"Cannot write {domain.name}'s snapshot", f"{exc.strerror or exc}; it keeps running."
                 ) from None
-            return {**figures.to_dict(), "was_paused": was_paused}
+            return {**figures.to_dict(), "seconds": synced, "was_paused": was_paused}
         except BaseException:
             if not was_paused and domain._paused:
                 domain.unpause()

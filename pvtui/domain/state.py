@@ -19,10 +19,6 @@ class DomainState(StrEnum):
     CRASHED = "crashed"
     DYING = "dying"
     DEAD = "dead"
-    #: Saved to the runtime directory by ``suspend``; ``resume`` brings it back.
-    SUSPENDED = "suspended"
-    #: Arriving by live migration: built, filled from the stream, not running yet.
-    INCOMING = "incoming"
 
     @property
     def flag(self) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from array import array
 from collections.abc import Callable
+from itertools import islice
 from typing import TYPE_CHECKING
 
 from pvtui.engine import abi
@@ -212,20 +213,31 @@ class HypercallHandler:
         recorded as one copy of the guest's array at the end, not one by one."""
         if count > abi.MULTICALL_MAX:
             return EINVAL
-        size = abi.MULTICALL_ENTRY.size
         if count == 0:
             return 0
         try:
-            view = self.memory.view(entries_at, count * size)  # read in place, no copy
+            view = self.memory.view(entries_at, count * abi.MULTICALL_ENTRY.size)  # read in place, no copy
         except ValueError:
             return EFAULT
+        return self._run_entries(runner, entries_at, view, array("q"), array("Q"), time.monotonic_ns())
+
+    def _run_entries(
+        self,
+        runner: VcpuRunner,
+        entries_at: int,
+        view: memoryview,
+        results: array[int],
+        finished: array[int],
+        started: int,
+    ) -> int | None:
+        """Entries from ``len(results)`` on (the ones before it have run), then every result in one write."""
+        size = abi.MULTICALL_ENTRY.size
         # Locals only in the loop: a global or attribute lookup per entry shows in the speedup.
         table, monotonic_ns = self._entry_calls, time.monotonic_ns
-        results, finished = array("q"), array("Q")
         give, lap = results.append, finished.append
-        started = monotonic_ns()
+        runner.multicall = (entries_at, view, results, finished, started)  # a snapshot of a block in here needs it
         try:
-            for op, _, a1, a2, a3, a4, a5, _ in abi.MULTICALL_ENTRY.iter_unpack(view):
+            for op, _, a1, a2, a3, a4, a5, _ in islice(abi.MULTICALL_ENTRY.iter_unpack(view), len(results), None):
                 result = table[op](runner, a1, a2, a3, a4, a5)
                 lap(monotonic_ns())
                 if result is None:
@@ -234,9 +246,39 @@ class HypercallHandler:
                 give(result)
             return 0
         finally:
+            runner.multicall = None
             # Every result in one write: the guest reads them once the multicall returns.
             done = len(results) * size
             if done:
                 view[:done].cast("q")[1 :: size // 8] = results
                 self.memory.note_written(entries_at, done)
             self.accounting.record_batch(runner.counter, runner.id, started, view[:done], finished)
+
+    # --- snapshots of a vCPU blocked in a hypercall ---------------------------------------
+    def blocked_call(self, runner: VcpuRunner) -> dict[str, object] | None:
+        """Where a blocked vCPU is: in a multicall (entries done, their results), or a plain sched_op."""
+        if runner.multicall is None:
+            return None
+        entries_at, view, results, _, _ = runner.multicall
+        return {"entries_at": entries_at, "count": len(view) // abi.MULTICALL_ENTRY.size, "results": list(results)}
+
+    def resume_blocked(self, runner: VcpuRunner, call: dict[str, object] | None) -> Callable[[], int | None]:
+        """The rest of the hypercall a restored vCPU was blocked in: the block's result, and in a
+        multicall the entries after it (the results before it are written with theirs)."""
+        if call is None:
+            return lambda: 0
+        entries_at: int = int(str(call["entries_at"]))
+        count: int = int(str(call["count"]))
+        saved_results: list[object] = list(call["results"])  # type: ignore[call-overload]
+        # The entries before the block ran (their results were saved); the block itself returns 0.
+        done: list[int] = [int(str(r)) for r in saved_results] + [0]
+
+        def finish() -> int | None:
+            try:
+                view = self.memory.view(entries_at, count * abi.MULTICALL_ENTRY.size)
+            except ValueError:
+                return EFAULT
+            now = time.monotonic_ns()
+            return self._run_entries(runner, entries_at, view, array("q", done), array("Q", [now] * len(done)), now)
+
+        return finish

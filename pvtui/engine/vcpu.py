@@ -16,9 +16,10 @@ import struct
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from enum import StrEnum
 from fcntl import ioctl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pvtui.engine import abi, layout
 from pvtui.engine.abi import HYPERCALL_PORT
@@ -97,6 +98,11 @@ class VcpuRunner:
         self._time_refreshed_ns = 0
         #: The thread's own CPU seconds when it ended (/proc only shows live threads).
         self.final_cpu_time_s: float | None = None
+        #: The multicall this vCPU is in (set by the personality's handler): where a
+        #: snapshot of a vCPU blocked inside one finds the entries still to run.
+        self.multicall: Any = None
+        #: A vCPU restored while blocked: the rest of its hypercall, run once the block ends.
+        self.resume_after_block: Callable[[], int | None] | None = None
 
     # --- engine side --------------------------------------------------------
     def start(self) -> None:
@@ -169,10 +175,10 @@ class VcpuRunner:
             self.vcpu.run.kvm_dirty_regs = k.KVM_SYNC_X86_REGS
 
     def wait_parked(self, timeout: float) -> bool:
-        """Wait until the thread is out of the guest and out of any hypercall (paused, offline or stopped)."""
+        """Wait until the thread is out of the guest: paused, offline, stopped, or blocked (which a pause freezes)."""
         deadline = time.monotonic() + timeout
         with self.cond:
-            while self.state in (VcpuState.RUNNING, VcpuState.BLOCKED):
+            while self.state is VcpuState.RUNNING:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -210,10 +216,12 @@ class VcpuRunner:
             self.state = VcpuState.BLOCKED
             self.cond.notify_all()
             self.domain.vcpu_state_changed()
-            # A pause ends the block (the guest sees an early return, which sched_op
-            # block allows): every paused vCPU then waits outside any hypercall, at an
-            # instruction boundary, which is what a snapshot needs.
-            while not self._stop and not self._offline and not self._pause:
+            while not self._stop and not self._offline:
+                if self._pause:
+                    # Paused: the block stays as it is, whatever arrives (a snapshot
+                    # records this vCPU as blocked, and the copy blocks the same way).
+                    self.cond.wait()
+                    continue
                 if pending[0]:
                     break
                 deadline = self.timer_deadline_ns  # guest time: the engine clock plus the domain's offset
@@ -223,6 +231,21 @@ class VcpuRunner:
                 self.cond.wait((deadline - now) / 1e9 if deadline else None)
             self.state = VcpuState.RUNNING
             self.domain.vcpu_state_changed()
+
+    def _finish_restored_block(self) -> bool:
+        """A restored vCPU that was blocked: block again, then finish its hypercall (False: it must stop)."""
+        finish, self.resume_after_block = self.resume_after_block, None
+        assert finish is not None
+        self.block()
+        if self._stop:
+            return False
+        result = finish()
+        if result is None:
+            return False
+        regs = self.vcpu.get_regs()  # the exit's registers, as restored
+        regs.rax = result & _U64
+        self.vcpu.set_regs(regs)
+        return True
 
     def _main(self) -> None:
         self.native_id = threading.get_native_id()
@@ -242,6 +265,8 @@ class VcpuRunner:
             k.KVM_SYNC_X86_REGS,
         )  # locals: no lookups per exit
         try:
+            if self.resume_after_block is not None and not self._finish_restored_block():
+                return
             while True:
                 if (self._pause or self._offline or self._stop) and self._park():
                     break

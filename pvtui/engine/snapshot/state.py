@@ -26,6 +26,7 @@ from pvtui.engine.kvm import ioctl as k
 from pvtui.engine.kvm.structs import KvmDebugregs, KvmRegs, KvmSregs, kvm_msrs
 from pvtui.engine.kvm.system import MSR_IA32_TSC
 from pvtui.engine.snapshot.fileformat import SnapshotError
+from pvtui.engine.vcpu import VcpuState
 
 if TYPE_CHECKING:
     from pvtui.engine.domain import Domain
@@ -71,9 +72,12 @@ def capture_vcpu(domain: Domain, runner: VcpuRunner) -> dict[str, Any]:
         # A hypercall's result waits in kvm_run for the next entry: that is the state.
         regs = KvmRegs.from_buffer_copy(bytes(vcpu.run.regs))
     msrs = vcpu.get_msrs(domain.kvm.msr_index_list())
+    blocked = runner.state is VcpuState.BLOCKED
     return {
         "id": runner.id,
         "started": runner.thread is not None,
+        # Blocked inside a hypercall (a pause freezes that): the copy blocks again, then finishes the call.
+        "blocked": {"call": domain.hypercalls.blocked_call(runner)} if blocked else None,
         "offline": runner._offline,
         "timer_deadline_ns": runner.timer_deadline_ns,
         "affinity": sorted(runner.affinity) if runner.affinity else None,
@@ -107,6 +111,9 @@ def apply_vcpu(domain: Domain, data: dict[str, Any]) -> VcpuRunner:
     runner.timer_deadline_ns = int(data["timer_deadline_ns"])
     runner.affinity = set(data["affinity"]) if data.get("affinity") else None
     runner._offline = bool(data["offline"])
+    blocked = data.get("blocked")
+    if blocked is not None:
+        runner.resume_after_block = domain.hypercalls.resume_blocked(runner, blocked.get("call"))
     return runner
 
 

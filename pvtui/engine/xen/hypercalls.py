@@ -337,8 +337,12 @@ class XenHypercalls(GuestCalls):
         after it may run in the context the iret left), and the multicall returns its rax."""
         if count > MAX_MULTICALL:
             return _neg(x.EINVAL)
+        return self._run_entries(runner, entries, count, 0)
+
+    def _run_entries(self, runner: VcpuRunner, entries: int, count: int, first: int) -> int | None:
         state = self._state(runner)
-        for index in range(count):
+        for index in range(first, count):
+            runner.multicall = (entries, count, index)  # a snapshot of a block in here needs it
             at = entries + index * _MULTICALL_ENTRY.size
             raw = self._read(runner, at, _MULTICALL_ENTRY.size)
             if raw is None:
@@ -353,6 +357,7 @@ class XenHypercalls(GuestCalls):
                     runner.counter, runner.id, op, a1, a2, a3, a4, a5, 0 if result is None else result, start,
                     time.monotonic_ns() - start,
                 )  # fmt: skip
+            runner.multicall = None
             if result is None:
                 return None
             if op == x.XenHypercall.iret:
@@ -361,6 +366,28 @@ class XenHypercalls(GuestCalls):
                 return 0
             self._write(runner, at + 8, struct.pack("<Q", result & _U64))
         return 0
+
+    # --- snapshots of a vCPU blocked in a hypercall ---------------------------------------
+    def blocked_call(self, runner: VcpuRunner) -> dict[str, object] | None:
+        """Where a blocked vCPU is: the multicall entry it blocked in, or a plain sched_op (None)."""
+        if runner.multicall is None:
+            return None
+        entries, count, index = runner.multicall
+        return {"entries_at": entries, "count": count, "index": index}
+
+    def resume_blocked(self, runner: VcpuRunner, call: dict[str, object] | None) -> Callable[[], int | None]:
+        """The rest of the hypercall a restored vCPU was blocked in (entries before it wrote their results)."""
+        if call is None:
+            return lambda: 0
+        entries: int = int(str(call["entries_at"]))
+        count: int = int(str(call["count"]))
+        index: int = int(str(call["index"]))
+
+        def finish() -> int | None:
+            self._write(runner, entries + index * _MULTICALL_ENTRY.size + 8, struct.pack("<Q", 0))
+            return self._run_entries(runner, entries, count, index + 1)
+
+        return finish
 
 
 def bind_trap_exit(calls: XenHypercalls) -> Callable[[VcpuRunner, int], bool]:
