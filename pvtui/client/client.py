@@ -210,6 +210,32 @@ class Client:
             args["domains"] = domains
         await self.call("subscribe", **args)
 
+    # --- moving domains (docs/snapshot.md) -------------------------------------------------
+    async def save(self, name: str, path: str, keep: bool = False) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("save", name=name, path=path, keep=keep)
+        return result
+
+    async def restore(self, path: str, name: str | None = None, paused: bool = False) -> DomainSummary:
+        args: dict[str, Any] = {"path": path, "paused": paused}
+        if name:
+            args["name"] = name
+        return DomainSummary.from_dict(await self.call("restore", **args))
+
+    async def suspend(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("suspend", name=name)
+        return result
+
+    async def resume(self, name: str, paused: bool = False) -> DomainSummary:
+        return DomainSummary.from_dict(await self.call("resume", name=name, paused=paused))
+
+    async def migrate(self, name: str, target: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("migrate", name=name, target=target)
+        return result
+
+    async def migrate_cancel(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("migrate_cancel", name=name)
+        return result
+
     async def engine_stop(self, destroy_domains: bool = False) -> EngineStopping:
         return EngineStopping.from_dict(await self.call("engine_stop", destroy_domains=destroy_domains))
 

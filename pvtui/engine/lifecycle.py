@@ -19,7 +19,8 @@ RESTART_WINDOW_S = 10.0
 def action_for(config: DomainConfig, reason: ShutdownReason) -> str:
     """The configured on_* action ("destroy", "restart" or "preserve") for a shutdown reason.
 
-    Suspend has no save/restore yet, so a suspended domain is destroyed.
+    A guest's own suspend request destroys it: pvtui saves a domain when the
+    operator asks (``pvtui suspend``), which needs no cooperation from the guest.
     """
     return {
         ShutdownReason.poweroff: config.on_poweroff,

@@ -87,6 +87,31 @@ class DomainActions(EngineLinkApp):
             paused = self.domains.get(name) and self.domains[name].state == "paused"
             self.call(f"{name} {'unpaused' if paused else 'paused'}", "unpause" if paused else "pause", name)
 
+    def action_suspend(self) -> None:
+        if target := self._target():
+            name = target[1]
+            suspended = self.domains.get(name) and self.domains[name].state == "suspended"
+            self.call(f"{name} {'resumed' if suspended else 'suspended'}", "resume" if suspended else "suspend", name)
+
+    @work(group="dialogs")
+    async def action_migrate(self) -> None:
+        if not ((target := self._target()) and (domain := self.domains.get(target[1]))):
+            return
+        if domain.migration is not None:
+            if await self.push_screen_wait(ConfirmDialog(f"Cancel the migration of {domain.name}? It stays here.")):
+                self.call(f"cancelling {domain.name}'s migration", "migrate_cancel", domain.name)
+            return
+        where = await self.push_screen_wait(
+            ValueDialog(
+                f"Migrate {domain.name} live to which pvd?",
+                "",
+                "its runtime directory (PVTUI_RUNTIME_DIR) or pvd.sock path",
+                _target_check,
+            )
+        )
+        if where:
+            self.call(f"{domain.name} migrated to {where}", "migrate", domain.name, where)
+
     def action_vcpus_delta(self, delta: int) -> None:
         if (target := self._target()) and (domain := self.domains.get(target[1])):
             count = domain.vcpus_online + delta
@@ -231,3 +256,11 @@ def _name_check(value: str) -> str | None:
     if value and value.replace("-", "").replace("_", "").replace(".", "").isalnum():
         return None
     return "letters, digits, _ . -"
+
+
+def _target_check(value: str) -> str | None:
+    """Another pvd: a runtime directory holding pvd.sock, or the socket itself."""
+    path = Path(value).expanduser()
+    if (path / "pvd.sock").exists() or (path.name.endswith(".sock") and path.exists()):
+        return None
+    return "no pvd.sock there"

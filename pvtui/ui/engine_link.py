@@ -83,7 +83,7 @@ class EngineLinkApp(App[None]):
             try:
                 self.client = await Client.connect(start=start, domains_dir=self.domains_dir)
                 events = await Client.connect(start=False)
-                await events.subscribe(["stats", "state", "lifecycle"])
+                await events.subscribe(["stats", "state", "lifecycle", "migration"])
                 self.domains_screen.engine_note = None
                 told_down = False
                 await self.reload()
@@ -183,6 +183,10 @@ class EngineLinkApp(App[None]):
                 self.push_data(sample=False)
             else:
                 self.refresh_registry()
+        elif kind == "migration" and isinstance(name, str) and name in self.domains:
+            progress = None if data.get("stage") == "done" else data
+            self.domains[name] = dataclasses.replace(self.domains[name], migration=progress)
+            self.push_data(sample=False)
         elif kind == "lifecycle" and data.get("what") in ("restarted", "preserved", "crash_loop", "destroyed"):
             reason = data.get("crash_reason") or data.get("reason")
             crashed = data.get("reason") == "crash" or data.get("what") == "crash_loop"

@@ -82,3 +82,13 @@ class History:
         """Drop the series of keys no longer shown (a destroyed domain leaves no history behind)."""
         for key in self._series.keys() - keys:
             del self._series[key]
+
+
+def migration_text(progress: dict[str, object]) -> str:
+    """A migration's progress in a few cells: ``⇄ r2 63%`` (round, share of memory sent)."""
+    sent = float(str(progress.get("sent_bytes") or 0))
+    total = max(1.0, float(str(progress.get("total_bytes") or 1)))
+    stage = progress.get("stage")
+    if stage == "stopped":
+        return "⇄ stop&copy"
+    return f"⇄ r{progress.get('round', 0)} {min(100, int(100 * sent / total))}%"

@@ -15,7 +15,7 @@ from pvtui.client import Client, EngineError, HypercallInfo
 from pvtui.domain.cpuset import format_cpu_list
 from pvtui.domain.model import DomainInfo, DomainStats, MemoryInfo, VcpuInfo
 from pvtui.ui import actions
-from pvtui.ui.format import History, bar, duration, measured, mib, spark
+from pvtui.ui.format import History, bar, duration, measured, mib, migration_text, spark
 from pvtui.ui.table import LiveTable
 from pvtui.ui.widgets import KeyBar, LiveText, TabBar
 
@@ -248,6 +248,13 @@ class DomainScreen(Screen[None]):
             f"engine {_engine_percent(d.engine_cpu_percent)}"
         )
         reason = f" │ [red]{d.crash_reason}[/red]" if d.crash_reason else ""
+        if d.migration:
+            progress = d.migration
+            expected = progress.get("expected_downtime_ms")
+            reason += (
+                f" │ migrating {migration_text(progress)}, {progress.get('pages_left', 0)} pages left, "
+                f"downtime ~{expected if expected is not None else '?'} ms (M cancels)"
+            )
         self.query_one("#title", LiveText).show(f"{self.domain_name} │ {flags}{reason}")
         self.query_one("#memory", LiveText).show(memory_gauge(stats.memory if stats else MemoryInfo()))
         self._update_vcpus(stats.vcpus if stats else [], stats.sampled_s if stats else None)

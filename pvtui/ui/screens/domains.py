@@ -13,7 +13,7 @@ from textual.widgets import Input, Static
 from pvtui.client import DomainSummary, HostInfo
 from pvtui.domain.state import state_flag
 from pvtui.ui import actions
-from pvtui.ui.format import History, duration, measured, mib, spark
+from pvtui.ui.format import History, duration, measured, mib, migration_text, spark
 from pvtui.ui.table import LiveTable
 from pvtui.ui.widgets import KeyBar, LiveText
 
@@ -77,7 +77,7 @@ def row_cells(d: DomainSummary, history: History, memory_total: int) -> dict[str
     mem_series = list(history.get(f"mem:{d.name}"))[-SPARK_WIDTH:]
     return {
         "name": d.name,
-        "state": f"{state_flag(d.state)} {d.state}",
+        "state": migration_text(d.migration) if d.migration else f"{state_flag(d.state)} {d.state}",
         "cpu_pct": measured(d.cpu_percent),
         "cpu_hist": spark(cpu_series, max(100.0, *cpu_series, 0.0), SPARK_WIDTH),
         "vcpus": f"{d.vcpus_online}/{d.vcpus_max}",
