@@ -204,8 +204,8 @@ class GuestMemory:
         with self._lock:
             self._released[:] = released
             self._released_count = released.count(1)
-        for match in re.finditer(b"\x01+", released):
-            self._madvise_frames(match.start(), match.end() - match.start(), mmap.MADV_DONTNEED)
+        for first, count in runs_of_ones(released):
+            self._madvise_frames(first, count, mmap.MADV_DONTNEED)
 
     def backed_runs(self) -> list[tuple[int, int]]:
         """(first frame, count) runs of frames holding data: resident on the host and not released.
@@ -222,8 +222,7 @@ class GuestMemory:
             resident += bytes(vec).translate(_LOW_BIT)
         released = self.released_map
         backed = int.from_bytes(resident, "little") & ~int.from_bytes(released, "little")
-        flags = backed.to_bytes(len(resident), "little")
-        return [(m.start(), m.end() - m.start()) for m in re.finditer(b"\x01+", flags)]
+        return runs_of_ones(backed.to_bytes(len(resident), "little"))
 
     def frame_view(self, first_frame: int, count: int) -> memoryview:
         """The bytes of ``count`` frames from ``first_frame`` (one slot's; split runs with :meth:`split_runs`)."""
@@ -301,4 +300,17 @@ class GuestMemory:
                 slot.mapping.close()
 
 
-__all__ = ["GuestMemory", "Slot"]
+def runs_of_ones(flags: bytes) -> list[tuple[int, int]]:
+    """(start, length) of each run of 1 bytes in a 0/1 byte map; ``find`` skips the zeros at memchr speed."""
+    runs = []
+    at = flags.find(1)
+    while at >= 0:
+        end = flags.find(0, at)
+        if end < 0:
+            end = len(flags)
+        runs.append((at, end - at))
+        at = flags.find(1, end)
+    return runs
+
+
+__all__ = ["GuestMemory", "Slot", "runs_of_ones"]

@@ -94,17 +94,24 @@ class SnapshotWriter:
         crc = zlib.crc32(index)
         at = start + len(index)
         step = max(1, CHUNK // page_size)
+        # Pages go through one reused buffer: on PVM hosts the kernel's first read of
+        # guest pages (a write(2) straight from guest memory) runs at a quarter of the
+        # speed of a copy in user space followed by a write from a buffer it knows.
         # The checksum of each chunk is worked out in a second thread while the chunk
-        # is written (both release the GIL): saving runs at the slower of the two.
+        # is written (both release the GIL).
+        buffers = [bytearray(step * page_size), bytearray(step * page_size)]
         with ThreadPoolExecutor(1) as checksummer:
             for first, count in runs:
-                for chunk_first in range(first, first + count, step):
+                for turn, chunk_first in enumerate(range(first, first + count, step)):
                     view = view_of(chunk_first, min(step, first + count - chunk_first))
-                    pending = checksummer.submit(zlib.crc32, view, crc)
-                    _write_all(self.fd, view, at)
-                    crc = pending.result()
-                    at += len(view)
+                    chunk = memoryview(buffers[turn % 2])[: len(view)]
+                    chunk[:] = view
                     view.release()
+                    pending = checksummer.submit(zlib.crc32, chunk, crc)
+                    _write_all(self.fd, chunk, at)
+                    crc = pending.result()
+                    at += len(chunk)
+                    chunk.release()
         self._close_section("memory", start, at - start, crc)
         return at - start - len(index)
 
