@@ -76,13 +76,22 @@ async def first_hypercall_ns(client: Client, name: str, after_ns: int, timeout: 
     raise RuntimeError(f"{name} made no hypercall after the restore")
 
 
-async def bench_save(client: Client, domains: Path, folder: Path) -> float:
+async def bench_save(client: Client, domains: Path, folder: Path, samples: int) -> tuple[float, float]:
+    """(p50, first) GiB/s of saving the same 1 GiB domain ``samples`` times (checkpoints, then a save).
+
+    On this nested-virtualised host the first write of a GiB into the page cache
+    after it was freed elsewhere runs at a third of the speed of the next ones
+    (the outer hypervisor backs the memory again); both figures are shown."""
     name = "save1g"
     await client.create(define(domains, name, "memory: 1088M\nworkload: {type: memory, wss: 1G, touch_rate: 0}\n"))
     await wait_used(client, name, GIB)
-    result = await client.call("save", name=name, path=str(folder / "save1g.snap"))
-    (folder / "save1g.snap").unlink()
-    return result["memory_bytes"] / GIB / result["seconds"]
+    speeds = []
+    for i in range(samples):
+        path = folder / f"save1g-{i}.snap"
+        result = await client.call("save", name=name, path=str(path), keep=i < samples - 1)
+        path.unlink()
+        speeds.append(result["memory_bytes"] / GIB / result["seconds"])
+    return p50(speeds), speeds[0]
 
 
 async def bench_restore(client: Client, domains: Path, folder: Path, samples: int) -> float:
@@ -135,7 +144,7 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float | None, 
             # taken on memory the host has already used once.
             dd_gib_s(folder)
             disk = dd_gib_s(folder)
-            save = await bench_save(a, domains, folder)
+            save, save_first = await bench_save(a, domains, folder, 3 if args.quick else 5)
             restore = await bench_restore(a, domains, folder, 3 if args.quick else 9)
             downtime, total, rounds = await bench_migrate(a, b, domains, runtimes, 2 if args.quick else 5)
         finally:
@@ -143,7 +152,8 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float | None, 
                 await client.engine_stop(destroy_domains=True)
                 await client.close()
     return [
-        ("save_gib_s", save, "GiB/s", ">= 1 (1 GiB touched, synced)"),
+        ("save_gib_s", save, "GiB/s", ">= 1 (1 GiB touched, synced; p50)"),
+        ("save_first_gib_s", save_first, "GiB/s", "(the first of those: page cache memory cold)"),
         ("disk_dd_gib_s", disk, "GiB/s", "(the disk's own dd conv=fsync)"),
         ("restore_ms_p50", restore, "ms", "<= 20 (256 MiB: request to first hypercall)"),
         ("migrate_downtime_ms_p50", downtime, "ms", "<= 20 (1 GiB, 64 MiB/s dirtied)"),
