@@ -3,18 +3,21 @@
 python bench/soak.py --minutes 30            # table at the end, a line per sample
 python bench/soak.py --minutes 2 --json      # one JSON object
 
-A private pvd (its own runtime directory) runs a pool of domains. Each step
-picks one and does something an operator or a fault would: create, destroy,
-reboot, vCPU hot-plug, a balloon target, pause/unpause, or ``kill -9`` of its
-monitor (about one step in 25). Every ``--sample`` seconds it records pvd's
-memory (RSS), open fds and threads, the zombie processes on the host, and
-checks the books:
+Two private pvds (their own runtime directories, as two hosts) run a pool of
+domains. Each step picks one and does something an operator or a fault
+would: create, destroy, reboot, vCPU hot-plug, a balloon target,
+pause/unpause, a checkpoint (save --keep), suspend and resume, a live
+migration to the other pvd, or ``kill -9`` of its monitor (about one step in
+25). Every ``--sample`` seconds it records the first pvd's memory (RSS), open
+fds and threads, the zombie processes on the host, and checks the books:
 
-- domains lost: a domain the soak created and did not destroy that pvd no
-  longer lists (a killed monitor's domain has ``on_crash: restart``, so it
-  must come back);
-- monitors leaked: a ``pvtui-monitor`` process of this runtime directory
-  whose domain pvd does not list.
+- domains lost: a domain the soak created and did not destroy that neither
+  pvd lists (a killed monitor's domain has ``on_crash: restart``, so it
+  must come back; a migrated one must be on the other side);
+- domains doubled: one listed by both pvds at once (a migration must never
+  leave two copies);
+- monitors leaked: a ``pvtui-monitor`` process of either runtime directory
+  whose domain its pvd does not list.
 
 Growth is pvd's figure at the end minus its figure after the warm-up (the
 first sample), so start-up allocations do not count as a leak.
@@ -56,14 +59,18 @@ class Sample:
     monitors: int
     lost: int
     leaked: int
+    doubled: int
 
 
 @dataclass
 class Soak:
     domains_dir: Path
-    runtime: Path
+    runtimes: dict[str, Path]
+    clients: dict[str, Client]
     rng: random.Random
     expected: set[str] = field(default_factory=set)
+    #: Which pvd ("a" or "b") each domain is on.
+    location: dict[str, str] = field(default_factory=dict)
     ops: dict[str, int] = field(default_factory=dict)
     refused: dict[str, int] = field(default_factory=dict)
     kills: int = 0
@@ -88,20 +95,36 @@ class Soak:
         path.write_text(body)
         return path
 
-    async def step(self, client: Client) -> None:
+    async def step(self) -> None:
         name = f"soak{self.rng.randrange(POOL)}"
         present = name in self.expected
+        side = self.location.get(name, "a")
+        client = self.clients[side]
         if not present:
             action = "create"
         elif self.rng.randrange(KILL_EVERY) == 0 and self._may_kill(name):
             action = "kill"
         else:
-            action = self.rng.choice(["destroy", "reboot", "vcpus", "balloon", "pause", "grow"])
+            action = self.rng.choice(
+                ["destroy", "reboot", "vcpus", "balloon", "pause", "grow", "checkpoint", "suspend", "migrate"]
+            )
         self.ops[action] = self.ops.get(action, 0) + 1
         try:
             if action == "create":
                 await client.create(self.define(name))
                 self.expected.add(name)
+                self.location[name] = side
+            elif action == "migrate":
+                other = "b" if side == "a" else "a"
+                await client.migrate(name, str(self.runtimes[other]))
+                self.location[name] = other
+            elif action == "checkpoint":
+                snap = self.domains_dir / f"{name}.snap"
+                await client.save(name, str(snap), keep=True)
+                snap.unlink()
+            elif action == "suspend":
+                await client.suspend(name)
+                await client.resume(name)
             elif action == "destroy":
                 await client.destroy(name)  # during an on_crash restart, pvd destroys the new monitor
                 self.expected.discard(name)
@@ -130,23 +153,31 @@ class Soak:
             key = f"{action}: {exc.title}"
             self.refused[key] = self.refused.get(key, 0) + 1
 
-    def monitors(self) -> dict[str, int]:
-        """pvtui-monitor processes of this runtime directory: name -> pid."""
+    def monitors(self, side: str) -> dict[str, int]:
+        """pvtui-monitor processes of one pvd's runtime directory: name -> pid."""
+        runtime = self.runtimes[side]
         found = {}
-        for state in (self.runtime / "domains").glob("*.json"):
+        for state in (runtime / "domains").glob("*.json"):
             try:
                 data = json.loads(state.read_text())
             except (OSError, ValueError):
                 continue
-            if psutil.pid_exists(data["pid"]):
+            if _alive(data["pid"]):
                 found[data["name"]] = data["pid"]
         for proc in psutil.process_iter(["pid", "cmdline"]):
             cmd = " ".join(proc.info["cmdline"] or [])
             if cmd.startswith("pvtui-monitor") and proc.info["pid"] not in found.values():
                 with_env = _runtime_of(proc.info["pid"])
-                if with_env == str(self.runtime):
+                if with_env == str(runtime):
                     found[f"?{proc.info['pid']}"] = proc.info["pid"]
         return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _runtime_of(pid: int) -> str | None:
@@ -160,16 +191,20 @@ def _runtime_of(pid: int) -> str | None:
     return None
 
 
-async def sample(client: Client, soak: Soak, pvd: psutil.Process, started: float) -> Sample:
-    listed = {d.name: d for d in await client.list_domains()}
+async def _listed(soak: Soak) -> dict[str, set[str]]:
+    return {side: {d.name for d in await client.list_domains()} for side, client in soak.clients.items()}
+
+
+async def sample(soak: Soak, pvd: psutil.Process, started: float) -> Sample:
+    listed = await _listed(soak)
     # A killed domain restarting is not lost; give restarts a moment before counting.
-    missing = soak.expected - set(listed)
+    missing = soak.expected - listed["a"] - listed["b"]
     if missing:
         await asyncio.sleep(1.0)
-        listed = {d.name: d for d in await client.list_domains()}
-        missing = soak.expected - set(listed)
-    monitors = soak.monitors()
-    leaked = [n for n in monitors if n not in listed]
+        listed = await _listed(soak)
+        missing = soak.expected - listed["a"] - listed["b"]
+    monitors = {side: soak.monitors(side) for side in soak.clients}
+    leaked = [n for side in monitors for n in monitors[side] if n not in listed[side]]
     zombies = sum(1 for p in psutil.process_iter(["status"]) if p.info["status"] == psutil.STATUS_ZOMBIE)
     return Sample(
         t_s=round(time.monotonic() - started, 1),
@@ -177,39 +212,46 @@ async def sample(client: Client, soak: Soak, pvd: psutil.Process, started: float
         pvd_fds=pvd.num_fds(),
         pvd_threads=pvd.num_threads(),
         zombies=zombies,
-        domains=len(listed),
-        monitors=len(monitors),
+        domains=len(listed["a"] | listed["b"]),
+        monitors=sum(len(m) for m in monitors.values()),
         lost=len(missing),
         leaked=len(leaked),
+        doubled=len(listed["a"] & listed["b"]),
     )
 
 
 async def run(minutes: float, sample_s: float, seed: int, quiet: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="pvtui-soak-") as tmp:
-        runtime, domains = Path(tmp) / "run", Path(tmp) / "domains"
+        runtimes = {"a": Path(tmp) / "run", "b": Path(tmp) / "run-b"}
+        domains = Path(tmp) / "domains"
         domains.mkdir()
-        os.environ.update(PVTUI_RUNTIME_DIR=str(runtime), PVTUI_DOMAINS_DIR=str(domains))
-        client = await Client.connect(start=True, domains_dir=domains)
+        os.environ["PVTUI_DOMAINS_DIR"] = str(domains)
+        clients = {}
+        for side in ("b", "a"):  # "a" last: its runtime directory stays in the environment
+            os.environ["PVTUI_RUNTIME_DIR"] = str(runtimes[side])
+            clients[side] = await Client.connect(start=True, domains_dir=domains)
+        client = clients["a"]
         pvd = psutil.Process((await client.hello()).pid)
-        soak = Soak(domains, runtime, random.Random(seed))
+        soak = Soak(domains, runtimes, clients, random.Random(seed))
         samples: list[Sample] = []
         started = time.monotonic()
         next_sample = started
         steps = 0
         try:
             while time.monotonic() - started < minutes * 60:
-                await soak.step(client)
+                await soak.step()
                 steps += 1
                 await asyncio.sleep(soak.rng.uniform(0.02, 0.2))
                 if time.monotonic() >= next_sample:
-                    samples.append(await sample(client, soak, pvd, started))
+                    samples.append(await sample(soak, pvd, started))
                     next_sample += sample_s
                     if not quiet:
                         print(json.dumps(asdict(samples[-1])), file=sys.stderr, flush=True)
-            samples.append(await sample(client, soak, pvd, started))
+            samples.append(await sample(soak, pvd, started))
         finally:
-            await client.engine_stop(destroy_domains=True)
-            await client.close()
+            for each in clients.values():
+                await each.engine_stop(destroy_domains=True)
+                await each.close()
         first, last = samples[0], samples[-1]
         return {
             "minutes": minutes,
@@ -228,6 +270,7 @@ async def run(minutes: float, sample_s: float, seed: int, quiet: bool) -> dict:
             "zombies_max": max(s.zombies for s in samples),
             "domains_lost_max": max(s.lost for s in samples),
             "monitors_leaked_max": max(s.leaked for s in samples),
+            "domains_doubled_max": max(s.doubled for s in samples),
             "samples": len(samples),
         }
 
@@ -245,7 +288,7 @@ def main() -> None:
         return
     for key, value in result.items():
         print(f"{key:<22} {value}")
-    bad = result["domains_lost_max"] or result["monitors_leaked_max"]
+    bad = result["domains_lost_max"] or result["monitors_leaked_max"] or result["domains_doubled_max"]
     sys.exit(1 if bad else 0)
 
 
