@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
 import statistics
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -34,6 +37,10 @@ def build_guest(name: str) -> Path:
     return build_single_kernel(BENCH_DIR / f"{name}.c", BUILD / f"{name}.elf")
 
 
+#: A benchmark's rows: (key, value, unit, goal); None: not measurable here.
+Rows = Sequence[tuple[str, float | None, str, str]]
+
+
 def parse_fields(line: str) -> dict[str, int]:
     """'bench x a=1 b=2' -> {'a': 1, 'b': 2} (hex for checksum is kept as text-free int)."""
     fields = {}
@@ -54,7 +61,21 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[index]
 
 
-def report(title: str, rows: list[tuple[str, float | None, str, str]], as_json: bool) -> None:
+def bench_arguments(doc: str | None) -> argparse.Namespace:
+    """``--json`` and ``--quick``, the options every benchmark takes."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--quick", action="store_true", help="fewer samples (smoke test)")
+    return parser.parse_args()
+
+
+def run_async_bench(doc: str | None, title: str, main_async: Callable[[argparse.Namespace], Awaitable[Rows]]) -> None:
+    """Parse the common options, run the benchmark's coroutine, print its table (or JSON)."""
+    args = bench_arguments(doc)
+    report(title, asyncio.run(main_async(args)), args.json)
+
+
+def report(title: str, rows: Rows, as_json: bool) -> None:
     """rows: (key, value, unit, goal); a value of None was not measurable here (null in JSON, n/a in the table)."""
     if as_json:
         print(json.dumps({key: None if value is None else round(value, 4) for key, value, _, _ in rows}))

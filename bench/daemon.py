@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import psutil
-from _common import REPO, build_guest, p50, percentile, report
+from _common import REPO, build_guest, p50, percentile, run_async_bench
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -264,11 +264,7 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, str, st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--quick", action="store_true", help="fewer samples (smoke test)")
-    args = parser.parse_args()
-    report("pvtui daemon benchmarks", asyncio.run(main_async(args)), args.json)
+    run_async_bench(__doc__, "pvtui daemon benchmarks", main_async)
 
 
 if __name__ == "__main__":

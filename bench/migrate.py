@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import p50, report
+from _common import p50, run_async_bench
 
 from pvtui.client import Client
 
@@ -163,11 +163,7 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float | None, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--quick", action="store_true", help="fewer samples (smoke test)")
-    args = parser.parse_args()
-    report("pvtui save / restore / migrate benchmarks", asyncio.run(main_async(args)), args.json)
+    run_async_bench(__doc__, "pvtui save / restore / migrate benchmarks", main_async)
 
 
 if __name__ == "__main__":
