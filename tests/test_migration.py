@@ -182,3 +182,40 @@ def test_restore_refused_when_the_host_cannot_back_it(hosts, tmp_path_factory, t
     finally:
         roomy.cleanup()
         target.cli("destroy", "filler")
+
+
+def test_hostile_migrate_incoming_requests_change_nothing(hosts) -> None:
+    """Garbage meta, a stream that is not one, and a kernel that is not an ELF: each refused, no domain left."""
+    import json
+    import socket
+    import struct
+    import zlib
+
+    _, target = hosts
+    before = {d["name"] for d in target.json("list")}
+
+    def ask(meta: object, after: bytes = b"") -> bytes:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(str(target.runtime / "pvd.sock"))
+            sock.settimeout(20)
+            request = {"v": 1, "id": 1, "op": "migrate_incoming", "args": {"meta": meta}}
+            sock.sendall(json.dumps(request).encode() + b"\n" + after)
+            data = b""
+            while b"\n" not in data:  # the reply; a refusal keeps the connection open for more requests
+                data += sock.recv(65536)
+            if b'"ok":true' not in data.split(b"\n", 1)[0]:
+                return data
+            while chunk := sock.recv(65536):  # accepted: the stream's answer, then pvd hangs up
+                data += chunk
+            return data
+
+    assert b"bad definition" in ask({"config": {"name": "x", "memory": "lots"}})
+    assert b"corrupt" in ask({"config": {"name": "evil", "memory": "32M"}, "present_bytes": -5})
+    not_a_kernel = b"\x7fELF but not really"
+    frame = struct.pack("<BIQ", ord("K"), zlib.crc32(not_a_kernel), len(not_a_kernel)) + not_a_kernel
+    answer = ask({"config": {"name": "evil", "memory": "32M"}, "present_bytes": 32 << 20}, frame)
+    assert b'"ready"' in answer and b"error" in answer.split(b"\n", 1)[1], answer
+    junk = ask({"config": {"name": "evil2", "memory": "32M"}}, b"\x00" * 13)
+    assert b"error" in junk.split(b"\n", 1)[1], junk
+    time.sleep(0.5)
+    assert {d["name"] for d in target.json("list")} == before

@@ -110,8 +110,9 @@ class Monitor:
             signal.SIGTERM, self._finish, {"reason": "sigterm", "action": "destroy", "crash_reason": None}
         )
         self._kvm = open_kvm()
-        with contextlib.suppress(OSError):  # unreadable: the build says why
-            self._kernel_image = read_kernel(self.spec.kernel)
+        if self.spec.restore is None:  # a snapshot carries its kernel (and names any path it likes)
+            with contextlib.suppress(OSError):  # unreadable: the build says why
+                self._kernel_image = read_kernel(self.spec.kernel)
         self.domain = self._build(fresh=False)
         self._server = await self._listen()
         jobs = JobServer(self.name, self._owner_uid, self.migration.handlers())

@@ -60,11 +60,20 @@ def resolve_target(target: str) -> Path:
 
 
 def _config_from_meta(meta: dict[str, Any], where: str, name: str | None) -> DomainConfig:
+    """The domain a snapshot's (or a migration's) meta describes, checked like a domain file."""
     try:
         config = DomainConfig.model_validate(meta["config"])
-        return config.model_copy(update={"name": name}) if name else config
+        if name:
+            config = DomainConfig.model_validate({**config.model_dump(mode="json"), "name": name})
     except (KeyError, TypeError, ValueError) as exc:
         raise SnapshotError(f"Snapshot {where} has a bad definition", f"{exc}".splitlines()[0]) from None
+    present = meta.get("present_bytes", config.memory)
+    definition = meta.get("definition")
+    if not isinstance(present, int) or isinstance(present, bool) or not 0 <= present <= config.maxmem_or_memory:
+        raise SnapshotError(f"Snapshot {where} is corrupt", f"Its present memory {present!r} does not fit its maxmem.")
+    if definition is not None and not isinstance(definition, str):
+        raise SnapshotError(f"Snapshot {where} is corrupt", "Its definition path is not text.")
+    return config
 
 
 class PvdMoves(PvdMonitors):
@@ -133,6 +142,10 @@ class PvdMoves(PvdMonitors):
         return record.summary()
 
     async def _restore(self, path: Path, name: str | None, paused: bool) -> DomainRecord:
+        if not path.is_absolute():
+            raise ProtocolError(
+                "bad_args", "The snapshot path must be absolute", "The CLI makes it so; pass a full path."
+            )
         where = str(path)
         meta = await asyncio.get_running_loop().run_in_executor(None, read_snapshot_meta, where)
         config = _config_from_meta(meta, where, name)
@@ -227,7 +240,7 @@ class PvdMoves(PvdMonitors):
         config = _config_from_meta(meta, "stream", None)
         if config.name in self.records:
             raise PvtuiError(f"A domain named {config.name} exists here", "Destroy or rename it on the target first.")
-        present = int(meta.get("present_bytes", config.memory))
+        present = int(meta.get("present_bytes", config.memory))  # checked by _config_from_meta
         # Checked now, so a refusal reaches the source before it sends anything.
         self.admit_memory(max(present, config.memory), f"arriving domain {config.name}")
 

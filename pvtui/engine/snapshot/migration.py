@@ -50,8 +50,8 @@ MAX_ROUNDS = 30
 #: What stopping costs besides the last pages (measured: capture ~1 ms, the state frame, loading
 #: it on the target ~1 ms, two answers, starting the vCPUs): the rounds aim below goal minus this.
 STOP_COST_S = 0.006
-#: Seconds the source waits for each answer from the target.
-ANSWER_TIMEOUT_S = 30.0
+#: Seconds either side waits on the other (an answer, room to send, the next frame) before giving up.
+STALL_TIMEOUT_S = 30.0
 
 
 class MigrationError(PvtuiError):
@@ -177,11 +177,7 @@ class Sender:
         self._buffer = bytearray(PAGES_PER_FRAME * layout.PAGE_SIZE)
 
     def _answer(self, stage: str) -> None:
-        self.stream.sock.settimeout(ANSWER_TIMEOUT_S)
-        try:
-            answer = self.stream.recv_json(b"A")
-        finally:
-            self.stream.sock.settimeout(None)
+        answer = self.stream.recv_json(b"A")
         if "error" in answer:
             raise MigrationError(str(answer["error"]), str(answer.get("message", "")))
         if answer.get("stage") != stage:
@@ -216,6 +212,8 @@ class Sender:
         was_paused = domain._paused
         paused_here = False
         sent_done = False
+        # A peer that stops reading or answering for this long has failed (socket.timeout is an OSError).
+        self.stream.sock.settimeout(STALL_TIMEOUT_S)
         try:
             self._answer("ready")
             self.stream.send_json(b"L", {"slots": [slot.size for slot in domain.memory.slots]})
@@ -329,6 +327,7 @@ class Receiver:
     def run(self, paused: bool = False) -> set[int]:
         domain = self.domain
         stream = self.stream
+        stream.sock.settimeout(STALL_TIMEOUT_S)  # a source gone quiet is a source gone
         try:
             stream.send_json(b"A", {"stage": "ready"})
             started: set[int] | None = None
