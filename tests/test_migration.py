@@ -219,3 +219,64 @@ def test_hostile_migrate_incoming_requests_change_nothing(hosts) -> None:
     assert b"error" in junk.split(b"\n", 1)[1], junk
     time.sleep(0.5)
     assert {d["name"] for d in target.json("list")} == before
+
+
+def test_a_xen_pv_guest_migrates_and_keeps_its_block(hosts, tmp_path: Path) -> None:
+    """A Xen PV kernel blocked with nothing to wake it arrives still blocked (waking would crash it)."""
+    from test_xen import build_xen_kernel
+
+    source, target = hosts
+    kernel = build_xen_kernel(tmp_path, block=True)
+    source.ok("create", source.define("xmover", f"kernel: {kernel}\nmemory: 32M\n"))
+    assert wait_until(lambda: "ENOSYS" in console(source, "xmover"), 10)
+    result = source.json("migrate", "xmover", str(target.runtime))
+    assert result["rounds"] >= 1
+    time.sleep(0.5)
+    row = domain(target, "xmover")
+    assert row is not None and row["state"] == "blocked" and row["personality"] == "xen", row
+    assert "ENOSYS" in console(target, "xmover")
+    kernel.unlink()  # the target keeps its own copy of the kernel: a reboot would not need this file
+    target.ok("destroy", "xmover")
+
+
+def test_bad_snapshot_files_are_refused_through_the_cli(hosts, tmp_path: Path) -> None:
+    source, _ = hosts
+    source.ok("create", source.define("spoiled", VERIFY))
+    time.sleep(0.5)
+    good = tmp_path / "good.snap"
+    source.ok("save", "spoiled", str(good))
+    data = good.read_bytes()
+    cases = {
+        "truncated": data[: len(data) // 2],
+        "checksum": data[:-5000] + bytes([data[-5000] ^ 0xFF]) + data[-4999:],
+        "format version 7": data[:8] + (7).to_bytes(4, "little") + data[12:],
+    }
+    for words, content in cases.items():
+        bad = tmp_path / "bad.snap"
+        bad.write_bytes(content)
+        refused = source.cli("restore", str(bad))
+        assert refused.returncode != 0 and words in refused.stderr, (words, refused.stderr)
+        assert domain(source, "spoiled") is None, f"{words}: nothing may start"
+    source.ok("restore", str(good))
+    healthy(source, "spoiled")
+    source.ok("destroy", "spoiled")
+
+
+def test_a_full_disk_fails_the_save_and_the_domain_runs_on(hosts, tmp_path: Path) -> None:
+    source, _ = hosts
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        source.ok("create", source.define("roomless", VERIFY))
+        time.sleep(0.5)
+        failed = source.cli("save", "roomless", str(small / "roomless.snap"))
+        assert failed.returncode != 0 and "keeps running" in failed.stderr, failed.stderr
+        assert list(small.iterdir()) == [], "no partial file is left behind"
+        assert domain(source, "roomless")["state"] in ("running", "blocked")
+        verify_reports_grow(source, "roomless")
+        source.ok("destroy", "roomless")
+    finally:
+        subprocess.run(["umount", str(small)], capture_output=True)
