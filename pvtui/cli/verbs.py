@@ -40,7 +40,8 @@ async def cmd_list(client: Client, args: argparse.Namespace) -> int:
     print(f"{'Name':<20} {'ID':>4} {'Mem':>7} {'VCPUs':>5} {'State':<6} {'Time(s)':>9} {'CPU%':>6} {'HCALLS/s':>9}")
     for d in domains:
         print(
-            f"{d.name:<20} {d.domid:>4} {d.memory.held_bytes // MIB:>7} {d.vcpus_online:>5} {_state_column(d.state):<6} "
+            f"{d.name:<20} {d.domid:>4} {d.memory.held_bytes // MIB:>7} {d.vcpus_online:>5} "
+            f"{'migrating' if d.migration else _state_column(d.state):<6} "
             f"{d.cpu_s:>9.1f} {figure(d.cpu_percent, 6, 1)} {figure(d.hypercalls_per_s, 9, 1)}"
         )
         if d.crash_reason and d.state in ("crashed", "dying", "dead"):
