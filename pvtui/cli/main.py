@@ -61,6 +61,13 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pvtui", description="Run and manage paravirtual domains on KVM.")
     parser.add_argument("--version", action="version", version=f"pvtui {__version__}")
+    parser.add_argument(
+        "-H",
+        "--host",
+        metavar="HOST",
+        help="the pvd to talk to: a name from pvtui host ls, local, unix:///path/pvd.sock or "
+        "ssh://[user@]host[:port] (default: pvtui host use, else local)",
+    )
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
 
     def verb(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
@@ -85,7 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("-q", "--quiet", action="store_true", help="print only errors")
 
     verb("schema", _cmd_schema, "Print the JSON Schema of domain files.")
+    from pvtui.cli.hosts import add_host_verb, cmd_host
     from pvtui.cli.verbs import add_verbs
+
+    add_host_verb(verbs, cmd_host)
 
     add_verbs(verbs, _cmd_engine_verb)
     return parser
@@ -97,7 +107,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         from pvtui.ui.app import main as tui_main
 
-        return tui_main()
+        try:
+            from pvtui.client.hosts import Hosts
+
+            _, uri = Hosts.load().resolve(args.host)
+        except PvtuiError as exc:
+            print(f"pvtui: {exc.title}\n  {exc.message}", file=sys.stderr)
+            return ExitCode.INVALID
+        return tui_main(host=uri)
     try:
         return args.handler(args)
     except PvtuiError as exc:

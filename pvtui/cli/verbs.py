@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 from pvtui.cli.exitcodes import ExitCode
@@ -63,7 +64,10 @@ async def cmd_create(client: Client, args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return ExitCode.INVALID
-    domain = await client.create(args.file)
+    if args.host_uri.is_local:
+        domain = await client.create(args.file)
+    else:  # pvd on another host cannot read our files: send the definition itself
+        domain = await client.create_from_text(Path(args.file).read_text(), source=args.file)
     if args.json:
         _json(domain)
     else:
@@ -238,7 +242,23 @@ async def cmd_engine(client: Client | None, args: argparse.Namespace) -> int:
     """engine start|stop|status (takes no client: it decides whether to start pvd)."""
     from pvtui.client.client import default_domains_dir
 
-    if args.action == "start":
+    uri = args.host_uri
+    if not uri.is_local and args.action == "start":
+        from pvtui.client.connect import start_engine_on
+
+        print(start_engine_on(uri) or f"pvd started on {uri}")
+        return ExitCode.OK
+    if not uri.is_local:
+        from pvtui.client.connect import connect_host
+
+        try:
+            client = await connect_host(uri)
+        except EngineError as exc:
+            if exc.code != "down":
+                raise
+            print(f"pvd is not running on {uri}")
+            return ExitCode.OK if args.action == "stop" else ExitCode.ENGINE
+    elif args.action == "start":
         if args.overcommit is not None:
             from pvtui.daemon.admission import OVERCOMMIT_ENV, parse_overcommit
 
@@ -378,11 +398,15 @@ def add_verbs(verbs: argparse._SubParsersAction, run: Callable[[argparse.Namespa
 
 
 async def run_verb(args: argparse.Namespace) -> int:
+    from pvtui.client.client import default_domains_dir
+    from pvtui.client.connect import connect_host
+    from pvtui.client.hosts import Hosts
+
+    _, args.host_uri = Hosts.load().resolve(args.host)
     if args.verb == "engine":
         return await cmd_engine(None, args)
-    from pvtui.client.client import default_domains_dir
-
-    client = await Client.connect(start=args.verb in STARTS_PVD, domains_dir=default_domains_dir())
+    # Only this machine's pvd is ever started by a verb; another host's must be started there.
+    client = await connect_host(args.host_uri, start=args.verb in STARTS_PVD, domains_dir=default_domains_dir())
     try:
         return await VERBS[args.verb](client, args)
     finally:

@@ -151,6 +151,10 @@ class Client:
     async def create(self, path: str | os.PathLike[str]) -> DomainSummary:
         return DomainSummary.from_dict(await self.call("create", path=str(Path(path).resolve())))
 
+    async def create_from_text(self, text: str, source: str = "<sent>") -> DomainSummary:
+        """Create from a definition's text (pvd on another host cannot read this machine's files)."""
+        return DomainSummary.from_dict(await self.call("create", text=text, source=source))
+
     async def shutdown(self, name: str, wait: bool = False, timeout: float = SHUTDOWN_TIMEOUT_S) -> ShutdownRequest:
         return ShutdownRequest.from_dict(await self.call("shutdown", name=name, wait=wait, timeout=timeout))
 

@@ -42,7 +42,7 @@ from pvtui.daemon.stats import _CpuMeter
 from pvtui.daemon.zygote import Zygote
 from pvtui.domain.cpuset import parse_cpu_list
 from pvtui.domain.limits import SHUTDOWN_TIMEOUT_S, vcpu_count_problem
-from pvtui.domain.loader import DomainFileError, load_domain_file
+from pvtui.domain.loader import DomainFileError, load_domain_file, parse_domain_text
 from pvtui.domain.units import parse_size
 from pvtui.errors import PvtuiError
 
@@ -245,13 +245,27 @@ class Pvd(PvdMoves):
                     self._hypercall_tasks[record.name] = asyncio.create_task(self._follow_hypercalls(record))
         return {"topics": sorted(client.topics)}
 
-    @PVD_OPS.op("create", {"path": str})
+    @PVD_OPS.op("create", {"path?": str, "text?": str, "source?": str})
     async def op_create(self, client: ClientConn, args: dict[str, Any]) -> Any:
+        """From a file on pvd's host (``path``), or a definition's text sent by a client on another
+        host (``text``; ``source`` names it in errors), kept in the runtime directory."""
+        if ("path" in args) == ("text" in args):
+            raise ProtocolError("bad_args", "Give path or text", "create takes a definition's path or its text.")
         try:
-            config = load_domain_file(args["path"])
+            if "path" in args:
+                config = load_domain_file(args["path"])
+                definition = str(Path(args["path"]).resolve())
+            else:
+                config = parse_domain_text(args["text"], args.get("source", "<sent>"))
+                definition = None
         except DomainFileError as exc:
             raise ProtocolError("invalid", exc.title, exc.message) from None
-        record = await self._create(config, str(Path(args["path"]).resolve()))
+        if definition is None:
+            kept = paths.runtime_dir() / "definitions" / f"{config.name}.yaml"
+            paths.ensure_private_dir(kept.parent)
+            paths.write_atomic(kept, args["text"])
+            definition = str(kept)
+        record = await self._create(config, definition)
         return record.summary()
 
     @PVD_OPS.op("engine_stop", {"destroy_domains?": bool})

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import hashlib
 import logging
 import os
+import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil
 
-from pvtui.daemon import protocol
+from pvtui.daemon import paths, protocol
 from pvtui.daemon.link import MonitorGone
 from pvtui.daemon.protocol import ProtocolError
 from pvtui.daemon.records import DomainRecord, PvdState
@@ -106,6 +111,7 @@ class PvdStats(PvdState):
         for record in self.records.values():
             states[record.state] = states.get(record.state, 0) + 1
         return {
+            **host_identity(),
             "cpus": os.cpu_count() or 1,
             "cpu_percent": self._cpu_meter.host_percent,
             "pvd_cpu_percent": self._cpu_meter.own_percent,
@@ -159,3 +165,24 @@ class PvdStats(PvdState):
                 continue
             message = message or protocol.event(kind or topic, domain, data)
             client.writer.write(message)
+
+
+@functools.cache
+def host_identity() -> dict[str, str]:
+    """Which host and which pvd this is: two hosts (or two pvds on one) are never mistaken for one.
+
+    ``host_id`` is the machine's id (``/etc/machine-id``, else the boot id)
+    with this pvd's runtime directory: stable across pvd restarts, different
+    for a second pvd on the same machine.
+    """
+    machine = ""
+    for source in ("/etc/machine-id", "/var/lib/dbus/machine-id", "/proc/sys/kernel/random/boot_id"):
+        with contextlib.suppress(OSError):
+            machine = Path(source).read_text().strip()
+            if machine:
+                break
+    runtime = str(paths.runtime_dir().resolve())
+    return {
+        "host_id": hashlib.sha256(f"{machine}:{runtime}".encode()).hexdigest()[:16],
+        "hostname": socket.gethostname(),
+    }

@@ -121,6 +121,10 @@ class HostInfo(_Shape):
     overcommit: float = 1.0
     #: How far the committed memory goes past what the host can back, in % of it.
     overcommitted_percent: float = 0.0
+    #: Stable id of this pvd on this machine (machine id + runtime directory): two hosts never share one.
+    host_id: str = ""
+    #: The machine's host name.
+    hostname: str = ""
 
 
 @dataclass(frozen=True)

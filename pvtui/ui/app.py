@@ -21,6 +21,7 @@ from textual.app import SystemCommand
 from textual.screen import Screen
 
 from pvtui.client import Client, DomainSummary, EngineError, HostInfo, default_domains_dir
+from pvtui.client.hosts import HostUri
 from pvtui.domain.model import DomainInfo
 from pvtui.ui import actions
 from pvtui.ui.domain_actions import DomainActions
@@ -37,9 +38,11 @@ class PvtuiApp(DomainActions):
     SUB_TITLE = "paravirtual domains on KVM"
     BINDINGS = actions.bindings(actions.APP)
 
-    def __init__(self, domains_dir: Path | None = None) -> None:
+    def __init__(self, domains_dir: Path | None = None, host: HostUri | None = None) -> None:
         super().__init__()
         self.domains_dir = domains_dir or default_domains_dir()
+        #: The pvd this app shows (``pvtui -H``); only ``local`` is ever started by the app itself.
+        self.host_uri = host or HostUri("local")
         self.client: Client | None = None
         self.domains: dict[str, DomainSummary] = {}
         self.host: HostInfo | None = None
@@ -96,6 +99,6 @@ class PvtuiApp(DomainActions):
             yield SystemCommand(title, help_text, lambda a=action: self.run_action(a))
 
 
-def main(domains_dir: Path | None = None) -> int:
-    PvtuiApp(domains_dir).run()
+def main(domains_dir: Path | None = None, host: HostUri | None = None) -> int:
+    PvtuiApp(domains_dir, host=host).run()
     return 0

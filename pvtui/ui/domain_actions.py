@@ -194,7 +194,11 @@ class DomainActions(EngineLinkApp):
             return
         choice = await self.push_screen_wait(PickDialog(f"Start which definition? ({self.domains_dir})", choices))
         if choice:
-            self.call(f"created from {choice}", "create", str(self.domains_dir / choice))
+            path = self.domains_dir / choice
+            if self.host_uri.is_local:
+                self.call(f"created from {choice}", "create", str(path))
+            else:  # another host's pvd cannot read this machine's files: send the text
+                self.call(f"created from {choice} on {self.host_uri}", "create_from_text", path.read_text(), str(path))
 
     @work(group="dialogs")
     async def action_new_domain(self) -> None:

@@ -23,6 +23,8 @@ from textual.message import Message
 from textual.notifications import SeverityLevel
 
 from pvtui.client import Client, DomainSummary, EngineError, HostInfo
+from pvtui.client.connect import connect_host, start_engine_on
+from pvtui.client.hosts import HostUri
 from pvtui.domain.model import DomainInfo
 from pvtui.ui.screens.domain import DomainScreen
 from pvtui.ui.screens.domains import DomainsScreen
@@ -61,6 +63,7 @@ class EngineLinkApp(App[None]):
     """The app's engine side (``PvtuiApp`` adds the screens and the actions)."""
 
     domains_dir: Path
+    host_uri: HostUri
     client: Client | None
     domains: dict[str, DomainSummary]
     host: HostInfo | None
@@ -81,8 +84,8 @@ class EngineLinkApp(App[None]):
         told_down = False
         while True:
             try:
-                self.client = await Client.connect(start=start, domains_dir=self.domains_dir)
-                events = await Client.connect(start=False)
+                self.client = await connect_host(self.host_uri, start=start, domains_dir=self.domains_dir)
+                events = await connect_host(self.host_uri)
                 await events.subscribe(["stats", "state", "lifecycle", "migration"])
                 self.domains_screen.engine_note = None
                 told_down = False
@@ -119,9 +122,25 @@ class EngineLinkApp(App[None]):
         if self.client is not None:
             self.notify("pvd is running.", title="Engine")
             return
+        if not self.host_uri.is_local:
+            self.start_remote_engine()
+            return
         self.domains_screen.engine_note = "starting pvd…"
         self.push_data(sample=False)
         self.connect_engine(start=True)
+
+    @work(exclusive=True, group="remote-start")
+    async def start_remote_engine(self) -> None:
+        """The operator asked to start pvd on the host shown (never anywhere else)."""
+        self.domains_screen.engine_note = f"starting pvd on {self.host_uri}…"
+        self.push_data(sample=False)
+        try:
+            said = await asyncio.to_thread(start_engine_on, self.host_uri)
+        except EngineError as exc:
+            self.notify(exc.message, title=exc.title, severity="error")
+            return
+        self.notify(said or f"pvd started on {self.host_uri}", title="Engine")
+        self.connect_engine(start=False)
 
     async def _follow(self, events: Client) -> None:
         """Turn pvd's events into messages; a round of stats becomes one message."""
