@@ -84,6 +84,7 @@ def test_every_verb_works_against_a_unix_host(remote, tmp_path: Path, engine: En
     rows = {d["name"]: d for d in json.loads(cli("list", "--json"))}
     assert "far1" in rows and rows["far1"]["definition"].startswith(str(eng.runtime))
     cli("vcpu-set", "far1", "2")
+
     def far1() -> dict:
         return next(d for d in json.loads(cli("list", "--json")) if d["name"] == "far1")
 

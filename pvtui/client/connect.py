@@ -79,7 +79,15 @@ def start_engine_on(uri: HostUri) -> str:
         )
     else:
         python = os.environ.get("PVTUI_REMOTE_PYTHON", "python3")
-        result = run_remote(uri, [python, "-m", "pvtui", "engine", "start"])
+        command = [python, "-m", "pvtui", "engine", "start"]
+        if uri.path:  # the URI says where its socket is: start it there
+            if not uri.path.endswith("/pvd.sock"):
+                raise EngineError(
+                    f"Cannot start a pvd at {uri}",
+                    "pvtui starts a pvd only where it would put its socket: ssh://host/DIR/pvd.sock.",
+                )
+            command = ["env", f"PVTUI_RUNTIME_DIR={uri.path[: -len('/pvd.sock')]}", *command]
+        result = run_remote(uri, command)
     if result.returncode != 0:
         said = (result.stderr or result.stdout).strip() or f"exit status {result.returncode}"
         raise EngineError(f"pvd did not start on {uri}", said)

@@ -111,6 +111,8 @@ def ensure_tunnel(uri: HostUri) -> Path:
     command += ["-o", f"ControlPersist={PERSIST_S}", "-o", "ExitOnForwardFailure=yes"]
     command += ["-o", "StreamLocalBindUnlink=yes", "-O", "forward", "-L", f"{local}:{target}", uri.ssh_destination]
     if not _master_alive(uri):
+        with contextlib.suppress(FileNotFoundError):  # a dead master's socket: ssh would not replace it
+            control.unlink()
         start = [*ssh_base(uri), "-o", f"ControlPath={control}", "-o", "ControlMaster=yes"]
         start += ["-o", f"ControlPersist={PERSIST_S}", "-f", "-N", uri.ssh_destination]
         try:
