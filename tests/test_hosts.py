@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,35 @@ def test_an_unreachable_host_says_so_and_starts_nothing(tmp_path: Path) -> None:
     assert not (lonely / "pvd.sock").exists(), "no local pvd may be started for another host"
     unknown = run_pvtui("-H", "nosuchhost", "list", env={**env, "XDG_CONFIG_HOME": str(tmp_path)})
     assert unknown.returncode != 0 and "No host named" in unknown.stderr
+
+
+def test_move_between_hosts_live_then_cold(remote, engine: Engine, tmp_path: Path) -> None:
+    """A live move (the client relays the stream), a cold one back, and a refused one that changes nothing."""
+    _, uri = remote
+    engine.ok("create", engine.define("nomad", "memory: 64M\nvcpus: 2\nworkload: {type: verify, wss: 8M}\n"))
+    time.sleep(1)
+    moved = run_pvtui("move", "nomad", uri, "--json")
+    assert moved.returncode == 0, moved.stderr
+    result = json.loads(moved.stdout)
+    assert "live migration" in result["plan"] and result["rounds"] >= 1
+    assert not any(d["name"] == "nomad" for d in engine.json("list"))
+
+    def console() -> str:
+        return run_pvtui("-H", uri, "console", "-n", "nomad").stdout
+
+    reports = console().count("verify: ok")
+    assert wait_until(lambda: console().count("verify: ok") > reports, 12, 0.5)
+    assert "MISMATCH" not in console()
+    back = run_pvtui("-H", uri, "move", "nomad", "local", "--cold")
+    assert back.returncode == 0 and "cold move" in back.stderr, back.stderr
+    assert any(d["name"] == "nomad" for d in engine.json("list"))
+    assert not any(d["name"] == "nomad" for d in json.loads(run_pvtui("-H", uri, "list", "--json").stdout))
+    # A target that refuses (the name is taken there): the domain stays, running, where it was.
+    taken = tmp_path / "nomad.yaml"
+    taken.write_text("name: nomad\nmemory: 32M\n")
+    assert run_pvtui("-H", uri, "create", str(taken)).returncode == 0
+    refused = run_pvtui("move", "nomad", uri)
+    assert refused.returncode != 0 and "refused" in refused.stderr and "exists" in refused.stderr, refused.stderr
+    assert next(d for d in engine.json("list") if d["name"] == "nomad")["state"] in ("running", "blocked")
+    run_pvtui("-H", uri, "destroy", "nomad")
+    engine.ok("destroy", "nomad")

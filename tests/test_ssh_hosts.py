@@ -171,3 +171,18 @@ def test_a_second_host_in_a_network_namespace(far: dict, sshd: PrivateSshd, tmp_
         os.environ.pop("PVTUI_SSH_CONFIG", None)
         second.stop()
         context.__exit__(None, None, None)
+
+
+def test_a_live_move_to_an_ssh_host(far: dict, engine) -> None:
+    """From this machine's pvd to the far one, the stream relayed through the ssh tunnel."""
+    engine.ok("create", engine.define("traveller", "memory: 64M\nworkload: {type: verify, wss: 8M}\n"))
+    env = {k: v for k, v in far["env"].items() if k != "PVTUI_RUNTIME_DIR"}  # the source: the engine fixture's pvd
+    moved = run_pvtui("move", "traveller", far["uri"], "--json", env=env, timeout=120)
+    assert moved.returncode == 0, moved.stderr
+    assert "live migration" in json.loads(moved.stdout)["plan"]
+    assert not any(d["name"] == "traveller" for d in engine.json("list"))
+    listed = json.loads(cli(far, "list", "--json"))
+    assert any(d["name"] == "traveller" and d["state"] in ("running", "blocked") for d in listed)
+    assert wait_until(lambda: "verify: ok" in cli(far, "console", "-n", "traveller"), 12, 0.5)
+    assert "MISMATCH" not in cli(far, "console", "-n", "traveller")
+    cli(far, "destroy", "traveller")

@@ -18,6 +18,9 @@ from typing import Any
 
 from pvtui.cli.exitcodes import ExitCode
 from pvtui.client import Client, EngineError
+from pvtui.client.connect import connect_host
+from pvtui.client.hosts import HostUri, host_target
+from pvtui.client.moves import cold_move, live_move, plan_move
 
 Verb = Callable[[Client, argparse.Namespace], Awaitable[int]]
 MIB = 1 << 20
@@ -84,7 +87,12 @@ async def cmd_migrate(client: Client, args: argparse.Namespace) -> int:
         _print(args, result, f"cancel {'requested' if result.get('cancelled') else 'not needed: nothing to cancel'}")
         return ExitCode.OK
     if not args.target:
-        raise EngineError("No target given", "pvtui migrate DOMAIN TARGET (a pvd's runtime directory or socket).")
+        raise EngineError(
+            "No target given", "pvtui migrate DOMAIN TARGET (a pvd's runtime directory or socket, or a host)."
+        )
+    host = host_target(args.target)
+    if host is not None:  # another host: the client relays the stream between the two pvds
+        return await _move(client, args, host, cold=False)
     watcher = await Client.connect(start=False)
     await watcher.subscribe(["migration"], [args.domain])
     show = sys.stderr.isatty() and not args.json
@@ -116,12 +124,51 @@ async def cmd_migrate(client: Client, args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+async def cmd_move(client: Client, args: argparse.Namespace) -> int:
+    target = host_target(args.host_to)
+    if target is None:
+        raise EngineError(f"No host named {args.host_to!r}", "Name a host from pvtui host ls, or give its URI.")
+    return await _move(client, args, target, cold=args.cold)
+
+
+async def _move(client: Client, args: argparse.Namespace, target_uri: HostUri, cold: bool) -> int:
+    target = await connect_host(target_uri)
+    try:
+        plan = await plan_move(client, target, args.domain, args.host_uri, target_uri, cold)
+        if not args.json:
+            print(f"plan: {plan.describe()}", file=sys.stderr)
+        show = sys.stderr.isatty() and not args.json
+
+        def progress(data: dict[str, Any]) -> None:
+            if show:
+                print("\r" + progress_line(data), end="", file=sys.stderr, flush=True)
+
+        if plan.live:
+            result = await live_move(args.host_uri, target_uri, args.domain, progress)
+        else:
+            result = await cold_move(client, target, args.domain, target_uri)
+        if show:
+            print(file=sys.stderr)
+    finally:
+        await target.close()
+    if plan.live:
+        text = (
+            f"{args.domain} moved live to {target_uri}: {result['rounds']} rounds, {result['total_s']:.2f} s, "
+            f"downtime {result['downtime_ms']:.1f} ms"
+        )
+    else:
+        text = f"{args.domain} moved cold to {target_uri} (shut down here, started there)"
+    _print(args, {"plan": plan.describe(), **result}, text)
+    return ExitCode.OK
+
+
 MOVE_VERBS: dict[str, Verb] = {
     "save": cmd_save,
     "restore": cmd_restore,
     "suspend": cmd_suspend,
     "resume": cmd_resume,
     "migrate": cmd_migrate,
+    "move": cmd_move,
 }
 
 
@@ -144,3 +191,7 @@ def add_move_verbs(verb: Callable[[str, str], argparse.ArgumentParser]) -> None:
     p.add_argument("domain")
     p.add_argument("target", nargs="?")
     p.add_argument("--cancel", action="store_true", help="stop a migration of DOMAIN that is under way")
+    p = verb("move", "Move a domain to another host: live when both engines can, else cold (the plan says which).")
+    p.add_argument("domain")
+    p.add_argument("host_to", metavar="HOST", help="a name from pvtui host ls, or a host URI")
+    p.add_argument("--cold", action="store_true", help="shut it down here and start it there, even if live is possible")

@@ -150,3 +150,11 @@ class Hosts:
             return chosen, parse_host_uri(chosen)
         known = ", ".join(sorted(self.hosts)) or "none yet (pvtui host add NAME URI)"
         raise HostError(f"No host named {chosen!r}", f"Known hosts: {known}; or give a URI ({', '.join(SCHEMES)}).")
+
+
+def host_target(text: str) -> HostUri | None:
+    """``text`` as a host (a name from hosts.yaml, ``local`` or a URI), or None (a path on this machine)."""
+    hosts = Hosts.load()
+    if text in hosts.hosts or text == "local" or any(text.startswith(s) for s in SCHEMES):
+        return hosts.resolve(text)[1]
+    return None

@@ -198,12 +198,10 @@ class PvdMoves(PvdMonitors):
         if target.resolve() == paths.socket_path().resolve():
             raise PvtuiError(f"{args['target']} is this engine", "Name another pvd as the target.")
         meta = await link.request("snapshot_meta")
-        kernel = await asyncio.get_running_loop().run_in_executor(None, Path(record.spec.kernel).read_bytes)
         try:
             reader, writer = await asyncio.open_unix_connection(str(target), limit=protocol.MAX_MESSAGE_BYTES + 1)
         except OSError as exc:
             raise PvtuiError(f"Cannot reach the pvd at {target}", f"{exc.strerror or exc}; is it running?") from None
-        record.migration = {"stage": "connecting", "target": str(target)}
         try:
             writer.write(protocol.encode({"id": 1, "op": "migrate_incoming", "args": {"meta": meta}}))
             await writer.drain()
@@ -211,13 +209,31 @@ class PvdMoves(PvdMonitors):
             if "error" in reply:
                 error = reply["error"]
                 raise PvtuiError(f"The target refused {name}: {error.get('title', '')}", error.get("message", ""))
+        except (ValueError, ConnectionError) as exc:
+            writer.close()
+            raise PvtuiError(
+                "Migration failed", f"The target broke the exchange ({exc}); {name} keeps running here."
+            ) from None
+        figures = await self._send_over(record, writer, float(args.get("downtime_ms", 20.0)), str(target))
+        return {"name": name, "target": str(target), **figures}
+
+    async def _send_over(
+        self, record: DomainRecord, writer: asyncio.StreamWriter, downtime_ms: float, target: str
+    ) -> dict[str, Any]:
+        """Send the domain over a connection whose far end is a pvd that accepted ``migrate_incoming``
+        (directly, or through a client relaying it): the kernel, then the monitor's stream. The domain
+        is destroyed here only once the target runs it."""
+        name = record.name
+        record.migration = {"stage": "connecting", "target": target}
+        try:
+            kernel = await asyncio.get_running_loop().run_in_executor(None, Path(record.spec.kernel).read_bytes)
             writer.write(FRAME.pack(ord("K"), zlib.crc32(kernel), len(kernel)) + kernel)
             await writer.drain()
             _pause_reading(writer)
             sock: socket.socket = writer.get_extra_info("socket")
-            job = {"job": "migrate_send", "downtime_ms": float(args.get("downtime_ms", 20.0))}
-            figures = await run_job(name, record.pid, job, os.dup(sock.fileno()))
-        except (ValueError, ConnectionError) as exc:
+            job = {"job": "migrate_send", "downtime_ms": downtime_ms}
+            figures: dict[str, Any] = await run_job(name, record.pid, job, os.dup(sock.fileno()))
+        except (OSError, ConnectionError) as exc:
             raise PvtuiError(
                 "Migration failed", f"The target broke the exchange ({exc}); {name} keeps running here."
             ) from None
@@ -226,7 +242,47 @@ class PvdMoves(PvdMonitors):
             writer.close()
         await self._destroy(record)
         log.info("migrated %s to %s: %s", name, target, figures)
-        return {"name": name, "target": str(target), **figures}
+        return figures
+
+    @PVD_OPS.op("migrate_out", {"name": str, "downtime_ms?": NUM})
+    async def op_migrate_out(self, client: ClientConn, args: dict[str, Any]) -> Any:
+        """Migrate over this connection: a client relays it to the target pvd (another host, over ssh).
+
+        The reply carries the meta the client gives the target's ``migrate_incoming``;
+        then the connection carries the stream. The outcome is a ``migration`` event
+        (stage ``done`` with the figures, or ``failed`` with the reason)."""
+        name = args["name"]
+        record, link = self._live(name)
+        if record.migration is not None:
+            raise PvtuiError(f"{name} is already migrating", "Wait for it, or cancel it: pvtui migrate --cancel NAME.")
+        meta = await link.request("snapshot_meta")
+        downtime_ms = float(args.get("downtime_ms", 20.0))
+
+        async def send(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                figures = await self._send_over(record, writer, downtime_ms, "a relayed pvd")
+            except PvtuiError as exc:
+                self._broadcast("migration", name, {"stage": "failed", "title": exc.title, "message": exc.message})
+                return
+            self._broadcast("migration", name, {"stage": "done", **figures})
+
+        client.takeover = send
+        return {"meta": meta}
+
+    @PVD_OPS.op("definition", {"name": str})
+    async def op_definition(self, client: ClientConn, args: dict[str, Any]) -> Any:
+        """The text of a domain's definition (a cold move recreates it elsewhere from this)."""
+        record = self._record(args["name"])
+        path = record.spec.definition
+        if path is None:
+            raise PvtuiError(f"{record.name} has no definition file", "It was created without one.")
+        try:
+            text = await asyncio.get_running_loop().run_in_executor(None, Path(path).read_text)
+        except OSError as exc:
+            raise PvtuiError(
+                f"Cannot read {path}", f"{exc.strerror}; the definition of {record.name} is gone."
+            ) from None
+        return {"path": path, "text": text}
 
     @PVD_OPS.op("migrate_cancel", {"name": str})
     async def op_migrate_cancel(self, client: ClientConn, args: dict[str, Any]) -> Any:

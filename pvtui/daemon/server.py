@@ -218,6 +218,8 @@ class Pvd(PvdMoves):
             "started": self.started,
             "domains": len(self.records),
             "cpu_control": self.cpu.backend,
+            # What this engine can do for a client choosing how to move a domain.
+            "features": ["save", "restore", "migrate", "migrate_out", "create_text"],
         }
 
     @PVD_OPS.op("host")

@@ -13,8 +13,11 @@ from typing import Any
 from textual import work
 
 from pvtui.client import Client, EngineError
+from pvtui.client.hosts import HostUri, host_target
+from pvtui.client.moves import live_move
 from pvtui.domain.diff import diff_configs, live_steps
 from pvtui.domain.units import MIB
+from pvtui.errors import PvtuiError
 from pvtui.ui.dialogs import ConfirmDialog, PickDialog, ValueDialog, cpus_check, int_check, size_check
 from pvtui.ui.engine_link import EngineLinkApp
 from pvtui.ui.screens.domain import DomainScreen
@@ -105,12 +108,26 @@ class DomainActions(EngineLinkApp):
             ValueDialog(
                 f"Migrate {domain.name} live to which pvd?",
                 "",
-                "its runtime directory (PVTUI_RUNTIME_DIR) or pvd.sock path",
+                "a host (pvtui host ls, or ssh://...), or a pvd's runtime directory here",
                 _target_check,
             )
         )
-        if where:
+        host = host_target(where) if where else None
+        if host is not None:
+            self.move_live(domain.name, host)
+        elif where:
             self.call(f"{domain.name} migrated to {where}", "migrate", domain.name, where)
+
+    @work(group="actions")
+    async def move_live(self, name: str, target: HostUri) -> None:
+        """A live move to another host (the app relays the stream; progress arrives as events)."""
+        try:
+            result = await live_move(self.host_uri, target, name)
+        except EngineError as exc:
+            self.notify(exc.message, title=exc.title, severity="error", timeout=8)
+            return
+        self.notify(f"{name} moved to {target} (downtime {result.get('downtime_ms', 0):.1f} ms)", title="Moved")
+        await self.reload()
 
     def action_vcpus_delta(self, delta: int) -> None:
         if (target := self._target()) and (domain := self.domains.get(target[1])):
@@ -263,8 +280,13 @@ def _name_check(value: str) -> str | None:
 
 
 def _target_check(value: str) -> str | None:
-    """Another pvd: a runtime directory holding pvd.sock, or the socket itself."""
+    """Another pvd: a host (named or a URI), a runtime directory holding pvd.sock, or the socket itself."""
+    try:
+        if host_target(value) is not None:
+            return None
+    except PvtuiError as exc:
+        return exc.title
     path = Path(value).expanduser()
     if (path / "pvd.sock").exists() or (path.name.endswith(".sock") and path.exists()):
         return None
-    return "no pvd.sock there"
+    return "no host of that name, and no pvd.sock there"
