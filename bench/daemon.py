@@ -140,13 +140,35 @@ async def neighbour_slowdown(client, domains: Path, seconds: float) -> tuple[flo
     return beside_fair, beside_storm, (beside_fair - beside_storm) / beside_fair * 100
 
 
-def cli_list(env: dict[str, str], samples: int) -> float:
+def cli_list(env: dict[str, str], samples: int, *host: str) -> float:
+    """``pvtui [-H HOST] list`` as a whole process, p50 in ms."""
     times = []
     for _ in range(samples):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "pvtui", "list"], env=env, check=True, capture_output=True)
+        subprocess.run([sys.executable, "-m", "pvtui", *host, "list"], env=env, check=True, capture_output=True)
         times.append((time.perf_counter() - start) * 1000)
     return p50(times)
+
+
+def remote_cli_list(env: dict[str, str], runtime: Path, samples: int) -> float | None:
+    """``pvtui -H ssh://... list`` through a private sshd on 127.0.0.1 (the same pvd, reached over
+    OpenSSH), with the master connection already up; None where no private sshd can run (not root)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from sshd_helpers import PrivateSshd, can_run_sshd, free_port
+
+    if can_run_sshd():
+        return None
+    with tempfile.TemporaryDirectory(prefix="pvtui-bench-sshd-") as folder:
+        server = PrivateSshd(Path(folder), "127.0.0.1", free_port(), "benchhost")
+        server.start()
+        try:
+            remote_env = {**env, "PVTUI_SSH_CONFIG": str(server.client_config)}
+            host = ("-H", f"ssh://benchhost{runtime}/pvd.sock")
+            cli_list(remote_env, 1, *host)  # brings the master connection up
+            return cli_list(remote_env, samples, *host)
+        finally:
+            subprocess.run(["ssh", "-F", str(server.client_config), "-O", "exit", "benchhost"], capture_output=True)
+            server.stop()
 
 
 async def vcpu_hotplug(client, domains: Path, rounds: int) -> float:
@@ -217,7 +239,7 @@ async def density(client, domains: Path, count: int, samples: int) -> tuple[int,
     return running, percentile(times, 95)
 
 
-async def main_async(args: argparse.Namespace) -> list[tuple[str, float, str, str]]:
+async def main_async(args: argparse.Namespace) -> list[tuple[str, float | None, str, str]]:
     from pvtui.client import Client
 
     quick = args.quick
@@ -245,6 +267,12 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float, str, st
                     "<= 0.01 (pvd's share + the whole monitor)",
                 ),
                 ("cli_list_ms_p50", cli_list(env, 5 if quick else 20), "ms", "<= 200"),
+                (
+                    "remote_list_ms_p50",
+                    remote_cli_list(env, runtime, 5 if quick else 20),
+                    "ms",
+                    "<= 1.3 x cli_list_ms_p50 (pvtui -H ssh://... list, connection up)",
+                ),
                 ("vcpu_hotplug_ms_p50", await vcpu_hotplug(client, domains, 1 if quick else 3), "ms", "<= 5"),
                 ("mem_set_1g_ms_p50", await mem_set_1g(client, domains, 1 if quick else 5), "ms", "<= 200"),
                 ("domain_overhead_mib", await overhead_mib(client, domains), "MiB", "<= 6"),
