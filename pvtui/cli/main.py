@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--host",
         metavar="HOST",
         help="the pvd to talk to: a name from pvtui host ls, local, unix:///path/pvd.sock or "
-        "ssh://[user@]host[:port] (default: pvtui host use, else local)",
+        "ssh://[user@]host[:port]; several, comma-separated, open the fleet view (default: pvtui host use, else local)",
     )
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
 
@@ -110,11 +110,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             from pvtui.client.hosts import Hosts
 
-            _, uri = Hosts.load().resolve(args.host)
+            chosen = Hosts.load().resolve_many(args.host)
         except PvtuiError as exc:
             print(f"pvtui: {exc.title}\n  {exc.message}", file=sys.stderr)
             return ExitCode.INVALID
-        return tui_main(host=uri)
+        if len(chosen) > 1:  # several hosts: the fleet view
+            return tui_main(fleet=chosen)
+        return tui_main(host=chosen[0][1])
     try:
         return args.handler(args)
     except PvtuiError as exc:

@@ -139,6 +139,16 @@ class Hosts:
             data["current"] = self.current
         write_atomic(path, yaml.safe_dump(data, sort_keys=False))
 
+    def resolve_many(self, text: str | None) -> list[tuple[str, HostUri]]:
+        """``-H a,b,c``: several hosts (the fleet view); one name or URI gives one."""
+        if text is None or "," not in text:
+            return [self.resolve(text)]
+        chosen = [self.resolve(part.strip()) for part in text.split(",") if part.strip()]
+        labels = [label for label, _ in chosen]
+        if len(set(labels)) != len(labels):
+            raise HostError("A host is named twice", f"{text}: name each host once.")
+        return chosen
+
     def resolve(self, text: str | None) -> tuple[str, HostUri]:
         """(a name to show, the URI) for ``-H`` (a name or a URI), else the current host, else local."""
         chosen = text if text is not None else os.environ.get("PVTUI_HOST") or self.current

@@ -115,12 +115,28 @@ REBALANCE = [
          show=True),
 ]  # fmt: skip
 
+#: The fleet view (pvtui -H a,b,...): these act on the selected row's own host.
+FLEET = [
+    _one("p", "pause", "`p`", "Pause", "pause / unpause (on its host)", show=True),
+    _one("s", "shutdown", "`s`", "Shutdown", "shut down (graceful)", show=True),
+    _one("r", "reboot", "`r`", "Reboot", "reboot"),
+    _one("D", "destroy", "`D`", "Destroy", "destroy (asks first)", show=True),
+    Key((("plus", "vcpus_delta(1)"), ("minus", "vcpus_delta(-1)")), "`+` `-`", "±vCPU", "one vCPU more / less"),
+    Key((("right_square_bracket", "memory_delta(1)"), ("left_square_bracket", "memory_delta(-1)")), "`]` `[`",
+        "±64M", "memory target +64M / -64M"),
+    _one("M", "move", "`M`", "Move", "move to another host: live when both engines can, else cold (asks where)",
+         cli="`pvtui move DOM HOST`", show=True),
+    _one("slash", "filter", "`/`", "Filter", "filter by name, or `host:NAME`", show=True),
+    _one("escape", "clear_filter", "`escape`", "Clear filter", "clear the filter"),
+]  # fmt: skip
+
 SECTIONS = [
     ("Everywhere (on the selected domain)", APP),
     ("Domains (home)", HOME),
     ("Domain view", DOMAIN_VIEW),
     ("Editor", EDITOR),
     ("Rebalance", REBALANCE),
+    ("Fleet (pvtui -H a,b,...)", FLEET),
 ]
 
 

@@ -38,8 +38,15 @@ class PvtuiApp(DomainActions):
     SUB_TITLE = "paravirtual domains on KVM"
     BINDINGS = actions.bindings(actions.APP)
 
-    def __init__(self, domains_dir: Path | None = None, host: HostUri | None = None) -> None:
+    def __init__(
+        self,
+        domains_dir: Path | None = None,
+        host: HostUri | None = None,
+        fleet: list[tuple[str, HostUri]] | None = None,
+    ) -> None:
         super().__init__()
+        #: Several hosts at once (pvtui -H a,b): the fleet view, one link per host.
+        self.fleet = fleet
         self.domains_dir = domains_dir or default_domains_dir()
         #: The pvd this app shows (``pvtui -H``); only ``local`` is ever started by the app itself.
         self.host_uri = host or HostUri("local")
@@ -52,12 +59,28 @@ class PvtuiApp(DomainActions):
         self._prefetched: tuple[str, float, DomainInfo] | None = None  # (domain, when, info)
 
     def on_mount(self) -> None:
+        if self.fleet:
+            self._mount_fleet(self.fleet)
+            return
         # Installed, the domain view stays built when popped: opening a domain
         # pushes a ready screen instead of composing one.
         self.install_screen(self.domain_screen, "domain")
         self.push_screen(self.domains_screen)
         self.screen_change_signal.subscribe(self, self._screen_changed)
         self.connect_engine()
+
+    def _mount_fleet(self, fleet: list[tuple[str, HostUri]]) -> None:
+        from pvtui.ui.fleet.links import HostLink
+        from pvtui.ui.fleet.screen import FleetScreen
+
+        def changed(link: HostLink) -> None:
+            screen.post_message(FleetScreen.Changed(link.name))
+
+        self.fleet_links = [HostLink(label, uri, changed) for label, uri in fleet]
+        screen = FleetScreen(self.fleet_links)
+        self.push_screen(screen)
+        for link in self.fleet_links:
+            link.start()
 
     def on_domains_screen_selected(self, message: DomainsScreen.Selected) -> None:
         held = self._prefetched
@@ -99,6 +122,8 @@ class PvtuiApp(DomainActions):
             yield SystemCommand(title, help_text, lambda a=action: self.run_action(a))
 
 
-def main(domains_dir: Path | None = None, host: HostUri | None = None) -> int:
-    PvtuiApp(domains_dir, host=host).run()
+def main(
+    domains_dir: Path | None = None, host: HostUri | None = None, fleet: list[tuple[str, HostUri]] | None = None
+) -> int:
+    PvtuiApp(domains_dir, host=host, fleet=fleet).run()
     return 0

@@ -235,7 +235,7 @@ class EngineLinkApp(App[None]):
             self.prefetch_info(name)
 
     def on_live_table_row_highlighted(self, message: LiveTable.RowHighlighted) -> None:
-        if message.table is self.domains_screen.table:
+        if self.domains_screen.is_mounted and message.table is self.domains_screen.table:
             self.prefetch_info(message.row_key, PREFETCH_SETTLE_S)
 
     @work(exclusive=True, group="prefetch")

@@ -44,7 +44,7 @@ class LiveTable(ScrollView, can_focus=True):
     ``update_rows`` repaints the changed lines only; ``add_rows(rows, keep=n)`` makes it a log.
     """
 
-    COMPONENT_CLASSES = {"live-table--header", "live-table--cursor", "live-table--even-row"}
+    COMPONENT_CLASSES = {"live-table--header", "live-table--cursor", "live-table--even-row", "live-table--dimmed"}
 
     DEFAULT_CSS = """
     LiveTable {
@@ -67,6 +67,9 @@ class LiveTable(ScrollView, can_focus=True):
         }
         & > .live-table--even-row {
             background: $surface-lighten-1 50%;
+        }
+        & > .live-table--dimmed {
+            color: $text-disabled;
         }
         &:dark > .live-table--even-row {
             background: $surface-darken-1 40%;
@@ -127,6 +130,8 @@ class LiveTable(ScrollView, can_focus=True):
         self._lines: list[str] = []
         self._widths = [cell_len(label) for label in self._labels]
         self._header = ""
+        #: Rows shown greyed (a host that cannot be reached, say), by key.
+        self._dimmed: frozenset[str] = frozenset()
         self._relayout()
 
     # --- data ---------------------------------------------------------------------------
@@ -150,6 +155,13 @@ class LiveTable(ScrollView, can_focus=True):
 
     def get_cell(self, key: str, column_key: str) -> str:
         return self._cells[self.get_row_index(key)][self.column_keys.index(column_key)]
+
+    def set_dimmed(self, keys: Iterable[str]) -> None:
+        """Grey these rows (and no others); repaints only when the set changes."""
+        dimmed = frozenset(keys)
+        if dimmed != self._dimmed:
+            self._dimmed = dimmed
+            self.refresh()
 
     def set_labels(self, labels: dict[str, str]) -> None:
         """New labels for some columns (a sort arrow, say)."""
@@ -345,13 +357,14 @@ class LiveTable(ScrollView, can_focus=True):
             base + self.get_component_rich_style("live-table--header"),
             base + self.get_component_rich_style("live-table--cursor"),
             base + self.get_component_rich_style("live-table--even-row"),
+            base + self.get_component_rich_style("live-table--dimmed"),
         )
         return super().render_lines(crop)
 
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
         width = self.scrollable_content_region.width
-        base, header, cursor, even = self._paint_styles
+        base, header, cursor, even, dimmed = self._paint_styles
         if y == 0:
             text, style = self._header, header
         else:
@@ -361,6 +374,8 @@ class LiveTable(ScrollView, can_focus=True):
             text = self._lines[index]
             if index == self.cursor_row:
                 style = cursor
+            elif self._dimmed and self._keys[index] in self._dimmed:
+                style = dimmed
             elif self.zebra_stripes and index % 2:
                 style = even
             else:
