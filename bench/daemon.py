@@ -171,6 +171,58 @@ def remote_cli_list(env: dict[str, str], runtime: Path, samples: int) -> float |
             server.stop()
 
 
+async def fleet_tui_update(samples: int) -> float:
+    """p95 ms (CPU) of the fleet table's update and repaint (the real FleetScreen in a headless app) with
+    3 hosts x 100 domains whose figures all change each round, as when every host's poll lands."""
+    from textual.app import App
+
+    from pvtui.client import DomainSummary
+    from pvtui.client.hosts import HostUri
+    from pvtui.domain.model import MemoryInfo
+    from pvtui.ui import app as app_module
+    from pvtui.ui.app import PvtuiApp
+    from pvtui.ui.fleet.links import HostLink
+    from pvtui.ui.fleet.screen import FleetScreen
+
+    class Bench(App[None]):
+        CSS_PATH = str(Path(app_module.__file__).parent / str(PvtuiApp.CSS_PATH))
+
+        def on_mount(self) -> None:  # the screen alone: no engine, no links running
+            self.links = [HostLink(f"host{h}", HostUri("local"), lambda link: None) for h in range(3)]
+            self.push_screen(FleetScreen(self.links))
+
+    def figures(round_: int, host: int) -> list[DomainSummary]:
+        return [
+            DomainSummary(
+                name=f"dom{i:03d}",
+                domid=i + 1,
+                state="running" if (i + round_) % 3 else "blocked",
+                cpu_percent=float((i * 7 + round_) % 100),
+                vcpus_online=1 + i % 2,
+                vcpus_max=2,
+                memory=MemoryInfo(held_bytes=(64 + (i + round_) % 32) << 20, target_bytes=64 << 20),
+                hypercalls_per_s=float(round_ * 10 + i),
+            )
+            for i in range(100)
+        ]
+
+    times = []
+    app = Bench()
+    async with app.run_test(size=(160, 50)) as pilot:
+        await pilot.pause(0.2)
+        screen = app.screen
+        assert isinstance(screen, FleetScreen)
+        for round_ in range(samples):
+            for host, link in enumerate(app.links):
+                link.domains = figures(round_, host)
+            # CPU time, not wall time: the repaint waits for Textual's next frame (up to 1/60 s) idle.
+            start = time.process_time()
+            screen.refresh_fleet()
+            await pilot.pause()  # the repaint it caused
+            times.append((time.process_time() - start) * 1000)
+    return percentile(times, 95)
+
+
 async def vcpu_hotplug(client, domains: Path, rounds: int) -> float:
     """Request to the first hypercall the guest makes on the new vCPU (engine clock, shared)."""
     times = []
@@ -267,6 +319,12 @@ async def main_async(args: argparse.Namespace) -> list[tuple[str, float | None, 
                     "<= 0.01 (pvd's share + the whole monitor)",
                 ),
                 ("cli_list_ms_p50", cli_list(env, 5 if quick else 20), "ms", "<= 200"),
+                (
+                    "fleet_tui_update_ms_p95",
+                    await fleet_tui_update(20 if quick else 100),
+                    "ms",
+                    "<= 16 (fleet table, 3 hosts x 100 domains)",
+                ),
                 (
                     "remote_list_ms_p50",
                     remote_cli_list(env, runtime, 5 if quick else 20),
