@@ -92,10 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("-q", "--quiet", action="store_true", help="print only errors")
 
     verb("schema", _cmd_schema, "Print the JSON Schema of domain files.")
+    from pvtui.cli.fleet import add_rebalance_verb, cmd_rebalance
     from pvtui.cli.hosts import add_host_verb, cmd_host
     from pvtui.cli.verbs import add_verbs
 
     add_host_verb(verbs, cmd_host)
+    add_rebalance_verb(verbs, cmd_rebalance)
 
     add_verbs(verbs, _cmd_engine_verb)
     return parser

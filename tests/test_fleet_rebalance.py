@@ -1,0 +1,107 @@
+"""Fleet rebalancing: the plan's rules on fixed figures, and a plan applied (and one failing) on real pvds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from helpers import Engine, run_pvtui, wait_until
+from test_hosts import remote  # noqa: F401 - the second pvd, reached as unix://
+
+from pvtui.client.models import DomainSummary, HostInfo
+from pvtui.domain.model import MemoryInfo
+from pvtui.fleet_rebalance import Move, apply, suggest
+
+MIB = 1 << 20
+
+
+def host(cpus: int = 2, committed: int = 0, limit: int = 8192 * MIB) -> HostInfo:
+    return HostInfo(
+        cpus=cpus, cpu_percent=None, memory_total=limit, memory_available=limit, memory_given=0, domains=0,
+        domains_by_state={}, cpu_control="none", memory_committed=committed, memory_commit_limit=limit,
+    )  # fmt: skip
+
+
+def dom(name: str, cpu: float, memory: int = 256 * MIB) -> DomainSummary:
+    return DomainSummary(name=name, domid=1, state="running", cpu_percent=cpu, memory=MemoryInfo(present_bytes=memory))
+
+
+def test_a_busy_host_gives_to_an_idle_one_and_the_spread_falls() -> None:
+    plan = suggest({"a": (host(), [dom("x", 90), dom("y", 80), dom("z", 10)]), "b": (host(), [dom("w", 5)])})
+    assert plan.moves and plan.moves[0].domain in ("x", "y")
+    assert plan.moves[0].source == "a" and plan.moves[0].target == "b"
+    assert plan.spread_after < plan.spread_before
+    assert "a at" in plan.moves[0].reason and "fits there" in plan.moves[0].reason
+    assert any("before" in line for line in plan.describe()) and any("after" in line for line in plan.describe())
+
+
+def test_memory_that_does_not_fit_exclusions_and_the_cap_are_kept() -> None:
+    busy = [dom("big", 90, 6000 * MIB), dom("pinned", 80)]
+    plan = suggest({"a": (host(), busy), "b": (host(committed=4000 * MIB), [])}, exclude={"pinned"})
+    assert plan.moves == (), "big does not fit on b, pinned may not move"
+    many = {"a": (host(cpus=1), [dom(f"d{i}", 30) for i in range(6)]), "b": (host(cpus=8), [])}
+    assert len(suggest(many, max_moves=2).moves) == 2
+    balanced = {"a": (host(), [dom("x", 50)]), "b": (host(), [dom("y", 50)])}
+    assert suggest(balanced).moves == ()
+
+
+def test_apply_stops_at_the_first_failure() -> None:
+    moves = tuple(Move(f"d{i}", "a", "b", 0.5, MIB, "test") for i in range(3))
+    plan = suggest({"a": (host(), []), "b": (host(), [])})
+    plan = type(plan)(moves, plan.before, plan.after)
+    ran: list[str] = []
+
+    async def move(step: Move) -> None:
+        ran.append(step.domain)
+        if step.domain == "d1":
+            raise RuntimeError("refused")
+
+    outcome = asyncio.run(apply(plan, move))
+    assert [m.domain for m in outcome.done] == ["d0"]
+    assert outcome.failed is not None and outcome.failed[0].domain == "d1"
+    assert [m.domain for m in outcome.skipped] == ["d2"] and ran == ["d0", "d1"]
+
+
+def test_a_fleet_plan_dry_run_then_applied(engine: Engine, remote) -> None:  # noqa: F811
+    _, uri = remote
+    for name in ("hot1", "hot2"):
+        engine.ok("create", engine.define(name, "memory: 32M\nworkload: {type: cpu, duty: 90}\n"))
+    try:
+        time.sleep(3)  # two samples: measured CPU
+        hosts = f"local,{uri}"
+        dry = run_pvtui("-H", hosts, "rebalance", "--fleet", "--json")
+        assert dry.returncode == 0, dry.stderr
+        plan = json.loads(dry.stdout)
+        assert plan["moves"] and plan["spread_after"] < plan["spread_before"]
+        assert {d["name"] for d in engine.json("list")} >= {"hot1", "hot2"}, "a dry run moves nothing"
+        applied = run_pvtui("-H", hosts, "rebalance", "--fleet", "--apply", "--max-moves", "1", timeout=120)
+        assert applied.returncode == 0 and "done: move" in applied.stdout, applied.stderr + applied.stdout
+        there = {d["name"] for d in json.loads(run_pvtui("-H", uri, "list", "--json").stdout)}
+        assert wait_until(lambda: len({"hot1", "hot2"} & there) == 1, 5)
+    finally:
+        for name in ("hot1", "hot2"):
+            run_pvtui("-H", uri, "destroy", name)
+            engine.cli("destroy", name)
+
+
+def test_a_failing_step_leaves_the_domain_where_it_was(engine: Engine, remote, tmp_path) -> None:  # noqa: F811
+    _, uri = remote
+    names = ("hot3", "hot4")
+    for name in names:
+        engine.ok("create", engine.define(name, "memory: 32M\nworkload: {type: cpu, duty: 90}\n"))
+        squatter = tmp_path / f"{name}.yaml"
+        squatter.write_text(f"name: {name}\nmemory: 32M\n")  # the target already has one of that name
+        assert run_pvtui("-H", uri, "create", str(squatter)).returncode == 0
+    try:
+        time.sleep(3)
+        result = run_pvtui("-H", f"local,{uri}", "rebalance", "--fleet", "--apply", timeout=120)
+        assert result.returncode != 0 and "failed: move" in result.stdout, result.stdout + result.stderr
+        assert "stays on local" in result.stdout
+        for mine in (d for d in engine.json("list") if d["name"] in names):
+            assert mine["state"] in ("running", "blocked")
+        assert {d["name"] for d in engine.json("list")} >= set(names)
+    finally:
+        for name in names:
+            run_pvtui("-H", uri, "destroy", name)
+            engine.cli("destroy", name)
