@@ -126,6 +126,9 @@ FLEET = [
         "±64M", "memory target +64M / -64M"),
     _one("M", "move", "`M`", "Move", "move to another host: live when both engines can, else cold (asks where)",
          cli="`pvtui move DOM HOST`", show=True),
+    _one("g", "suggest", "`g`", "Suggest moves",
+         "suggest moves between hosts from measured demand (shows the plan and why; applies only if you say yes)",
+         cli="`pvtui rebalance --fleet`", show=True),
     _one("slash", "filter", "`/`", "Filter", "filter by name, or `host:NAME`", show=True),
     _one("escape", "clear_filter", "`escape`", "Clear filter", "clear the filter"),
 ]  # fmt: skip

@@ -23,6 +23,7 @@ from pvtui.client.moves import cold_move, live_move, plan_move
 from pvtui.domain.state import state_flag
 from pvtui.domain.units import MIB
 from pvtui.errors import PvtuiError
+from pvtui.fleet_rebalance import FleetPlan, Move, apply, suggest
 from pvtui.ui import actions
 from pvtui.ui.dialogs import ConfirmDialog, ValueDialog
 from pvtui.ui.format import measured, mib, migration_text
@@ -236,6 +237,43 @@ class FleetScreen(Screen[None]):
         """A host's figures (or its reachability) changed."""
 
         host: str
+
+    # --- fleet rebalancing ------------------------------------------------------------------
+    def suggested_plan(self) -> FleetPlan:
+        """Moves from measured demand between the hosts that answer (pvtui/fleet_rebalance.py's rules)."""
+        answering = {n: (link.host, link.domains) for n, link in self.links.items() if link.reachable and link.host}
+        return suggest({n: (host, domains) for n, (host, domains) in answering.items() if host is not None})
+
+    @work(group="fleet-dialogs")
+    async def action_suggest(self) -> None:
+        plan = self.suggested_plan()
+        text = "\n".join(plan.describe())
+        if not plan.moves:
+            self.notify(text, title="Fleet plan: nothing to move", timeout=10)
+            return
+        question = f"{text}\n\nApply these {len(plan.moves)} moves?"
+        if await self.app.push_screen_wait(ConfirmDialog(question)):
+            self._apply_plan(plan)
+
+    @work(group="fleet-actions")
+    async def _apply_plan(self, plan: FleetPlan) -> None:
+        async def move(step: Move) -> object:
+            source, target = self.links[step.source], self.links[step.target]
+            if source.client is None or target.client is None:
+                raise EngineError(f"{step.source} or {step.target} is not reachable", "Try again once both answer.")
+            how = await plan_move(source.client, target.client, step.domain, source.uri, target.uri, cold=False)
+            if how.live:
+                return await live_move(source.uri, target.uri, step.domain)
+            return await cold_move(source.client, target.client, step.domain, target.uri)
+
+        outcome = await apply(plan, move)
+        done = ", ".join(m.domain for m in outcome.done) or "nothing"
+        if outcome.failed is not None:
+            step, why = outcome.failed
+            self.notify(f"moved {done}; {step.domain} failed and stays on {step.source}: {why}", title="Fleet plan",
+                        severity="error", timeout=10)  # fmt: skip
+        else:
+            self.notify(f"moved {done}", title="Fleet plan")
 
     # --- filter ---------------------------------------------------------------------------
     def action_filter(self) -> None:
