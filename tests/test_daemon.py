@@ -416,9 +416,10 @@ def test_monitors_of_a_root_pvd_run_as_their_own_unprivileged_uids(engine: Engin
             sock.sendall(b'{"v": 1, "id": 1, "op": "stats"}\n')
             return repr(sock.recv(100))
 
-    # Closed unanswered (or reset: it closes with the request unread): a monitor serves pvd's uid only.
+    # Closed unanswered (or reset: it closes with the request unread; or closed before the request
+    # could even be sent, a broken pipe): a monitor serves pvd's uid only.
     answer = as_monitor_a(talk_to_b)
-    assert answer == "b''" or answer.startswith("ConnectionResetError"), answer
+    assert answer == "b''" or answer.startswith(("ConnectionResetError", "BrokenPipeError")), answer
     assert psutil.pid_exists(b)
     engine.ok("pause", "jail-b")  # pvd still reaches it
     engine.ok("destroy", "jail-a")
