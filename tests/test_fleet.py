@@ -11,6 +11,7 @@ from test_ui import until
 from pvtui.client.hosts import HostUri, parse_host_uri
 from pvtui.ui.app import PvtuiApp
 from pvtui.ui.fleet.screen import FleetScreen
+from pvtui.ui.screens.domain import DomainScreen
 
 
 def remote_state(uri: str, name: str) -> str | None:
@@ -47,6 +48,15 @@ async def test_fleet_shows_every_host_and_acts_on_the_row_host(engine: Engine, r
             assert (
                 engine.json("list") and next(d for d in engine.json("list") if d["name"] == "web")["state"] != "paused"
             )
+            # Enter opens the domain view on the row's host; its keys act there.
+            await pilot.press("enter")
+            assert await until(pilot, lambda: isinstance(app.screen, DomainScreen))
+            assert app.screen.domain_name == "web" and app.client is not None
+            assert await until(pilot, lambda: "web" in str(app.screen.query_one("#title").render()))
+            await pilot.press("p")  # unpause, on the far host
+            assert await until(pilot, lambda: remote_state(uri, "web") != "paused")
+            await pilot.press("escape")
+            assert await until(pilot, lambda: isinstance(app.screen, FleetScreen))
             # The filter by host.
             await pilot.press("slash", *"host:here", "enter")
             assert await until(pilot, lambda: table.row_keys == ["here/web"])

@@ -26,6 +26,7 @@ from pvtui.domain.model import DomainInfo
 from pvtui.ui import actions
 from pvtui.ui.domain_actions import DomainActions
 from pvtui.ui.engine_link import PREFETCH_FRESH_S, EngineEvent, StatsTick
+from pvtui.ui.fleet.links import HostLink
 from pvtui.ui.screens.domain import DomainScreen
 from pvtui.ui.screens.domains import DomainsScreen
 
@@ -81,6 +82,24 @@ class PvtuiApp(DomainActions):
         self.push_screen(screen)
         for link in self.fleet_links:
             link.start()
+
+    @work(exclusive=True, group="open-domain")
+    async def open_fleet_domain(self, link: HostLink, name: str) -> None:
+        """The domain view for a fleet row: the app's client and host become the row's host's
+        while it is open, so every key of the view acts there."""
+        if link.client is None:
+            return
+        try:
+            info = await link.client.info(name)
+        except EngineError as exc:
+            self.notify(exc.message, title=exc.title, severity="error")
+            return
+        self.client, self.host_uri = link.client, link.uri
+        self.domains = {d.name: d for d in link.domains}
+        self.domains[name] = info.summary  # fresher than the link's last poll
+        screen = DomainScreen()
+        screen.show_domain(name, link.client, info)
+        self.push_screen(screen)
 
     def on_domains_screen_selected(self, message: DomainsScreen.Selected) -> None:
         held = self._prefetched

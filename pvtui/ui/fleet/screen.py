@@ -127,6 +127,15 @@ class FleetScreen(Screen[None]):
         self.table.sync_rows(rows)
         self.table.set_dimmed(dimmed)
 
+    def on_live_table_row_selected(self, event: LiveTable.RowSelected) -> None:
+        """Enter opens the domain view on the row's own host (every action there acts on that host)."""
+        host, _, name = event.row_key.partition("/")
+        link = self.links.get(host)
+        if link is not None and link.reachable:
+            self.app.open_fleet_domain(link, name)  # type: ignore[attr-defined]
+        else:
+            self.notify(f"{host} is not reachable now.", title=host, severity="warning")
+
     # --- the selected row ---------------------------------------------------------------
     def _selected(self) -> tuple[HostLink, DomainSummary] | None:
         key = self.table.cursor_key

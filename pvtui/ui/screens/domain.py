@@ -12,6 +12,8 @@ from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Input, RichLog, Static
 
 from pvtui.client import Client, EngineError, HypercallInfo
+from pvtui.client.connect import connect_host
+from pvtui.client.hosts import HostUri
 from pvtui.domain.cpuset import format_cpu_list
 from pvtui.domain.model import DomainInfo, DomainStats, MemoryInfo, VcpuInfo
 from pvtui.ui import actions
@@ -218,7 +220,8 @@ class DomainScreen(Screen[None]):
         name = self.domain_name
         if name is None:
             return
-        events = await Client.connect(start=False)
+        # The same host as the screen's client (pvtui -H, or the fleet row it was opened from).
+        events = await connect_host(getattr(self.app, "host_uri", HostUri("local")))
         try:
             text, _ = await events.console(name)
             self.post_message(self.ConsoleText(name, text, replace=True))
