@@ -230,6 +230,16 @@ class DomainActions(EngineLinkApp):
     def action_edit(self) -> None:
         if not (target := self._target()):
             return
+        if not self.host_uri.is_local:
+            # The definition is a file on that host; a same-named file here is not it.
+            self.notify(
+                f"{target[1]}'s definition is a file on {self.host_uri}: edit it there "
+                f"(pvtui -H {self.host_uri} ... from that host's shell), or move the domain here first.",
+                title="Definition on another host",
+                severity="warning",
+                timeout=8,
+            )
+            return
         domain = self.domains.get(target[1])
         path = Path(domain.definition) if domain and domain.definition else self.domains_dir / f"{target[1]}.yaml"
         if not path.exists():
