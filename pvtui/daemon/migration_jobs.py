@@ -9,7 +9,9 @@ under it (pause, vCPUs, memory) are refused with the reason.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import signal
 import socket
 import threading
 import time
@@ -37,6 +39,7 @@ class MigrationJobs:
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self._stream: socket.socket | None = None
+        self._receiving = False
 
     def handlers(self) -> dict[str, JobHandler]:
         return {"save": self.save, "migrate_send": self.send, "migrate_receive": self.receive}
@@ -70,6 +73,26 @@ class MigrationJobs:
             return False
         self._cancel.set()
         return True
+
+    def watch_incoming(self) -> None:
+        """An arriving domain is abandoned if its pvd dies or its stream never comes.
+
+        The zygote (this monitor's parent) exits when pvd does: a parent-death
+        signal (SIGTERM, which finishes the monitor) covers a pvd killed before
+        it ever connected here; :data:`INCOMING_WAIT_S` covers a stream that
+        never arrives. Both end once the domain runs (:meth:`receive`).
+        """
+        parent = os.getppid()
+        _set_parent_death_signal(signal.SIGTERM)
+        if os.getppid() != parent or parent == 1:  # the zygote went before the signal was armed
+            os.kill(os.getpid(), signal.SIGTERM)
+        monitor = self.monitor
+
+        def give_up() -> None:
+            if self.incoming and self._stream is None and not self._receiving:
+                monitor._finish({"reason": "migration_never_came", "action": "destroy", "crash_reason": None})
+
+        monitor.loop.call_later(INCOMING_WAIT_S, give_up)
 
     def pvd_lost(self) -> None:
         """pvd's connection is gone: an incoming migration it was asked for is abandoned."""
@@ -160,6 +183,7 @@ class MigrationJobs:
         domain = self._domain
         sock = _blocking_socket(fd)
         self._stream = sock
+        self._receiving = True
         try:
             started = Receiver(domain, sock).run(self.monitor.spec.paused)
         except (OSError, ConnectionError, ValueError, PvtuiError) as exc:
@@ -173,9 +197,19 @@ class MigrationJobs:
             self._stream = None
             sock.close()
         self.incoming = False
+        _set_parent_death_signal(0)  # it runs now: like any domain, it outlives pvd and the zygote
         monitor = self.monitor
         monitor.loop.call_soon_threadsafe(monitor._push, "state", {"state": domain.state.value, "detail": "arrived"})
         return {"vcpus": sorted(started)}
+
+
+#: How long an incoming monitor waits for its migration stream before it gives up.
+INCOMING_WAIT_S = 60.0
+PR_SET_PDEATHSIG = 1
+
+
+def _set_parent_death_signal(signum: int) -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
 
 
 def _blocking_socket(fd: int) -> socket.socket:

@@ -119,6 +119,8 @@ class Monitor:
         paths.write_atomic(paths.monitor_state(self.name), json.dumps(self.state_record()), durable=False)
         if self._owner_uid == 0:
             drop_to_own_id()
+        if self.spec.incoming:
+            self.migration.watch_incoming()  # after the drop: a uid change clears a parent-death signal
         ready({"ok": True})
         try:
             await self._exit.wait()

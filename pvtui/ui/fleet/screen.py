@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 from textual import work
 from textual.app import ComposeResult
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import Input, Static
 
 from pvtui.client import DomainSummary, EngineError
@@ -27,6 +26,7 @@ from pvtui.fleet_rebalance import FleetPlan, Move, apply, suggest
 from pvtui.ui import actions
 from pvtui.ui.dialogs import ConfirmDialog, ValueDialog
 from pvtui.ui.format import measured, mib, migration_text
+from pvtui.ui.screens.filtering import FilteredTableScreen
 from pvtui.ui.table import LiveTable
 from pvtui.ui.widgets import KeyBar, LiveText
 
@@ -78,7 +78,7 @@ def host_status(link: HostLink) -> str:
     )
 
 
-class FleetScreen(Screen[None]):
+class FleetScreen(FilteredTableScreen):
     BINDINGS = actions.bindings(actions.FLEET)
     AUTO_FOCUS = "#fleet"
 
@@ -285,24 +285,5 @@ class FleetScreen(Screen[None]):
             self.notify(f"moved {done}", title="Fleet plan")
 
     # --- filter ---------------------------------------------------------------------------
-    def action_filter(self) -> None:
-        field = self.query_one("#filter", Input)
-        field.remove_class("hidden")
-        field.focus()
-
-    def action_clear_filter(self) -> None:
-        field = self.query_one("#filter", Input)
-        field.value = ""
-        field.add_class("hidden")
-        self.filter_text = ""
-        self.table.focus()
+    def refilter(self) -> None:
         self.refresh_fleet()
-
-    def on_input_changed(self, event: Input.Changed) -> None:
-        if event.input.id == "filter":
-            self.filter_text = event.value.strip()
-            self.refresh_fleet()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id == "filter":
-            self.table.focus()

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from textual.app import ComposeResult
 from textual.css.query import NoMatches
 from textual.message import Message
-from textual.screen import Screen
 from textual.widgets import Input, Static
 
 from pvtui.client import DomainSummary, HostInfo
 from pvtui.domain.state import state_flag
 from pvtui.ui import actions
 from pvtui.ui.format import History, duration, measured, mib, migration_text, spark
+from pvtui.ui.screens.filtering import FilteredTableScreen
 from pvtui.ui.table import LiveTable
 from pvtui.ui.widgets import KeyBar, LiveText
 
@@ -93,7 +93,7 @@ def row_cells(d: DomainSummary, history: History, memory_total: int) -> dict[str
     }
 
 
-class DomainsScreen(Screen[None]):
+class DomainsScreen(FilteredTableScreen):
     """Sort with 1-9 and 0 (again to reverse) or < > through every column, filter with /, Enter opens a domain."""
 
     AUTO_FOCUS = "#domains"
@@ -198,27 +198,8 @@ class DomainsScreen(Screen[None]):
         self._label_sort_column()
         self._render_rows()
 
-    def action_filter(self) -> None:
-        field = self.query_one("#filter", Input)
-        field.remove_class("hidden")
-        field.focus()
-
-    def action_clear_filter(self) -> None:
-        field = self.query_one("#filter", Input)
-        field.value = ""
-        field.add_class("hidden")
-        self.filter_text = ""
-        self.table.focus()
+    def refilter(self) -> None:
         self._render_rows()
-
-    def on_input_changed(self, event: Input.Changed) -> None:
-        if event.input.id == "filter":
-            self.filter_text = event.value.strip()
-            self._render_rows()
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id == "filter":
-            self.table.focus()
 
     def on_live_table_row_selected(self, event: LiveTable.RowSelected) -> None:
         self.post_message(self.Selected(event.row_key))
