@@ -164,3 +164,41 @@ def test_move_between_hosts_live_then_cold(remote, engine: Engine, tmp_path: Pat
     assert next(d for d in engine.json("list") if d["name"] == "nomad")["state"] in ("running", "blocked")
     run_pvtui("-H", uri, "destroy", "nomad")
     engine.ok("destroy", "nomad")
+
+
+async def test_the_tui_edits_a_definition_on_another_host(remote, tmp_path: Path) -> None:
+    """e on a remote domain: its pvd hands the definition over and writes it back; applied live."""
+    from test_ui import until
+    from textual.widgets import TextArea
+
+    from pvtui.ui.app import PvtuiApp
+    from pvtui.ui.screens.editor import EditorScreen
+
+    _, uri = remote
+    source = tmp_path / "edited.yaml"
+    source.write_text("name: edited\nmemory: 64M\nmaxmem: 64M\ncpu_weight: 256\n")
+    assert run_pvtui("-H", uri, "create", str(source)).returncode == 0
+    kept = Path(
+        next(d for d in json.loads(run_pvtui("-H", uri, "list", "--json").stdout) if d["name"] == "edited")[
+            "definition"
+        ]
+    )
+    try:
+        app = PvtuiApp(tmp_path, host=parse_host_uri(uri))
+        async with app.run_test(size=(120, 30)) as pilot:
+            assert await until(pilot, lambda: "edited" in app.domains)
+            table = app.domains_screen.table
+            assert await until(pilot, lambda: "edited" in table.row_keys)
+            table.move_cursor(table.get_row_index("edited"))
+            await pilot.press("e")
+            assert await until(pilot, lambda: isinstance(app.screen, EditorScreen))
+            editor = app.screen
+            assert str(kept) in str(editor.query_one("#title").render())
+            area = editor.query_one("#yaml", TextArea)
+            area.text = area.text.replace("cpu_weight: 256", "cpu_weight: 512")
+            await pilot.press("ctrl+s")
+            assert await until(pilot, lambda: "cpu_weight: 512" in kept.read_text())
+            listed = lambda: json.loads(run_pvtui("-H", uri, "list", "--json").stdout)  # noqa: E731
+            assert await until(pilot, lambda: next(d for d in listed() if d["name"] == "edited")["weight"] == 512)
+    finally:
+        run_pvtui("-H", uri, "destroy", "edited")

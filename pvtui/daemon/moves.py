@@ -29,6 +29,7 @@ from pvtui.daemon.monitors import PvdMonitors
 from pvtui.daemon.ops import PVD_OPS
 from pvtui.daemon.protocol import ProtocolError
 from pvtui.daemon.records import ClientConn, DomainRecord
+from pvtui.domain.loader import DomainFileError, parse_domain_text
 from pvtui.domain.schema import DomainConfig
 from pvtui.engine.snapshot.fileformat import SnapshotError, read_snapshot_meta
 from pvtui.engine.snapshot.migration import FRAME
@@ -268,6 +269,26 @@ class PvdMoves(PvdMonitors):
 
         client.takeover = send
         return {"meta": meta}
+
+    @PVD_OPS.op("definition_put", {"name": str, "text": str})
+    async def op_definition_put(self, client: ClientConn, args: dict[str, Any]) -> Any:
+        """Replace a domain's definition file (an editor on another host): checked first, written
+        atomically; the domain's name may not change. Applying it live is the editor's next step."""
+        record = self._record(args["name"])
+        path = record.spec.definition
+        if path is None:
+            raise PvtuiError(f"{record.name} has no definition file", "It was created without one.")
+        try:
+            config = parse_domain_text(args["text"], path)
+        except DomainFileError as exc:
+            raise ProtocolError("invalid", exc.title, exc.message) from None
+        if config.name != record.name:
+            raise PvtuiError(
+                f"The definition names {config.name}, not {record.name}",
+                "A domain keeps its name; create a new one from a new file instead.",
+            )
+        paths.write_atomic(Path(path), args["text"])
+        return {"path": path}
 
     @PVD_OPS.op("definition", {"name": str})
     async def op_definition(self, client: ClientConn, args: dict[str, Any]) -> Any:

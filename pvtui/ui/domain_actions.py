@@ -231,14 +231,8 @@ class DomainActions(EngineLinkApp):
         if not (target := self._target()):
             return
         if not self.host_uri.is_local:
-            # The definition is a file on that host; a same-named file here is not it.
-            self.notify(
-                f"{target[1]}'s definition is a file on {self.host_uri}: edit it there "
-                f"(pvtui -H {self.host_uri} ... from that host's shell), or move the domain here first.",
-                title="Definition on another host",
-                severity="warning",
-                timeout=8,
-            )
+            # The definition is a file on that host: its pvd hands it over and writes it back.
+            self.edit_remote(target[0], target[1])
             return
         domain = self.domains.get(target[1])
         path = Path(domain.definition) if domain and domain.definition else self.domains_dir / f"{target[1]}.yaml"
@@ -246,6 +240,19 @@ class DomainActions(EngineLinkApp):
             self.notify(f"{path} does not exist.", title="No definition", severity="error")
             return
         self.push_screen(EditorScreen(path))
+
+    @work(group="dialogs")
+    async def edit_remote(self, client: Client, name: str) -> None:
+        try:
+            definition = await client.call("definition", name=name)
+        except EngineError as exc:
+            self.notify(exc.message, title=exc.title, severity="error")
+            return
+
+        async def store(text: str) -> object:
+            return await client.call("definition_put", name=name, text=text)
+
+        self.push_screen(EditorScreen(Path(definition["path"]), definition["text"], store=store))
 
     def on_editor_screen_saved(self, message: EditorScreen.Saved) -> None:
         self.apply_definition(message)

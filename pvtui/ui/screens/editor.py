@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from textual import work
 from textual.app import ComposeResult
 from textual.message import Message
 from textual.screen import Screen
@@ -12,6 +14,7 @@ from textual.widgets import Static, TextArea
 
 from pvtui.domain.loader import DomainFileError, parse_domain_text
 from pvtui.domain.schema import DomainConfig
+from pvtui.errors import PvtuiError
 from pvtui.ui import actions
 from pvtui.ui.widgets import KeyBar
 
@@ -44,14 +47,20 @@ class EditorScreen(Screen[None]):
         old: DomainConfig | None
         new: DomainConfig
 
-    def __init__(self, path: Path, text: str | None = None) -> None:
+    def __init__(
+        self, path: Path, text: str | None = None, store: Callable[[str], Awaitable[object]] | None = None
+    ) -> None:
+        """``store``: where a definition on another host is saved (its pvd writes its own file);
+        without it the file at ``path`` here is written atomically."""
         super().__init__()
         self.path = path
+        self.store = store
         self.original = path.read_text() if text is None else text
         self.saved_config: DomainConfig | None = None
-        if path.exists():
+        saved = self.original if store is not None else (path.read_text() if path.exists() else None)
+        if saved is not None:
             try:
-                self.saved_config = parse_domain_text(path.read_text(), str(path))
+                self.saved_config = parse_domain_text(saved, str(path))
             except DomainFileError:
                 self.saved_config = None
         self.valid: DomainConfig | None = None
@@ -91,6 +100,9 @@ class EditorScreen(Screen[None]):
                 "Fix the problems shown below first; the file was not touched.", title="Not saved", severity="error"
             )
             return
+        if self.store is not None:
+            self._store_remotely(text)
+            return
         from pvtui.daemon.paths import write_atomic
 
         try:
@@ -98,6 +110,20 @@ class EditorScreen(Screen[None]):
         except OSError as exc:
             self.notify(f"{exc}. Your edits are still here.", title="Save failed", severity="error")
             return
+        self._saved(text)
+
+    @work(exclusive=True, group="editor-store")
+    async def _store_remotely(self, text: str) -> None:
+        assert self.store is not None
+        try:
+            await self.store(text)
+        except PvtuiError as exc:
+            self.notify(f"{exc.message} Your edits are still here.", title=exc.title, severity="error")
+            return
+        self._saved(text)
+
+    def _saved(self, text: str) -> None:
+        assert self.valid is not None
         old, self.saved_config = self.saved_config, self.valid
         self.original = text
         self.post_message(self.Saved(self.path, old, self.valid))
