@@ -63,6 +63,10 @@ async def test_fleet_shows_every_host_and_acts_on_the_row_host(engine: Engine, r
             await pilot.press("escape")
             # g: a plan from measured demand (idle domains: nothing worth moving), said with the hosts' loads.
             await pilot.press("g")
+            assert await until(pilot, lambda: app.screen.__class__.__name__ == "ValueDialog")
+            app.screen.query_one("#value").value = "web"  # never move web
+            await pilot.press("enter")
+            assert screen.excluded == {"web"}
             assert await until(pilot, lambda: any("nothing to move" in n.title for n in app._notifications))
             assert any("spread of load" in n.message for n in app._notifications)
             # A host that goes away: its rows stay, greyed, and its line says since when.

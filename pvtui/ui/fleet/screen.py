@@ -86,6 +86,8 @@ class FleetScreen(FilteredTableScreen):
         super().__init__()
         self.links = {link.name: link for link in links}
         self.filter_text = ""
+        #: Domains the operator said never to move (kept between suggestions).
+        self.excluded: set[str] = set()
 
     def compose(self) -> ComposeResult:
         yield LiveText(f"fleet: {', '.join(self.links)} ({len(self.links)} hosts)", id="fleet-title")
@@ -251,10 +253,22 @@ class FleetScreen(FilteredTableScreen):
     def suggested_plan(self) -> FleetPlan:
         """Moves from measured demand between the hosts that answer (pvtui/fleet_rebalance.py's rules)."""
         answering = {n: (link.host, link.domains) for n, link in self.links.items() if link.reachable and link.host}
-        return suggest({n: (host, domains) for n, (host, domains) in answering.items() if host is not None})
+        figures = {n: (host, domains) for n, (host, domains) in answering.items() if host is not None}
+        return suggest(figures, self.excluded)
 
     @work(group="fleet-dialogs")
     async def action_suggest(self) -> None:
+        never = await self.app.push_screen_wait(
+            ValueDialog(
+                "Never move (domain names, comma-separated; empty: none)",
+                ", ".join(sorted(self.excluded)),
+                "moves run one at a time; the CLI's pvtui rebalance --fleet --concurrency N runs more",
+                lambda value: None,
+            )
+        )
+        if never is None:
+            return
+        self.excluded = {name.strip() for name in never.split(",") if name.strip()}
         plan = self.suggested_plan()
         text = "\n".join(plan.describe())
         if not plan.moves:
