@@ -15,6 +15,9 @@ from pvtui.client.client import Client, EngineError
 from pvtui.client.hosts import HostUri
 from pvtui.client.ssh import close_tunnel, ensure_tunnel
 
+#: Pauses before each new attempt at a host's SSH forwarding that stopped answering.
+RECONNECT_BACKOFF_S = (0.0, 0.5, 1.5)
+
 
 def _not_running(uri: HostUri, where: str) -> EngineError:
     return EngineError(
@@ -47,10 +50,18 @@ async def connect_host(uri: HostUri, start: bool = False, domains_dir: Path | No
     except EngineError as exc:
         if exc.code != "down":
             raise
-    # The forwarding may be stale (its master died): start it once more before giving up.
-    await asyncio.to_thread(close_tunnel, uri)
-    local = await asyncio.to_thread(ensure_tunnel, uri)
-    return await _open(uri, local)
+    # The forwarding may be stale (its master died, the network blinked): start it again,
+    # with backoff, before saying the host's pvd does not answer.
+    for delay in RECONNECT_BACKOFF_S:
+        await asyncio.sleep(delay)
+        await asyncio.to_thread(close_tunnel, uri)
+        local = await asyncio.to_thread(ensure_tunnel, uri)
+        try:
+            return await _open(uri, local)
+        except EngineError as exc:
+            if exc.code != "down" or delay == RECONNECT_BACKOFF_S[-1]:
+                raise
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
 def start_engine_on(uri: HostUri) -> str:
