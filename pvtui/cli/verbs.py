@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from pvtui.cli.events import add_events_verb, cmd_events
 from pvtui.cli.exitcodes import ExitCode
 from pvtui.cli.moves import MOVE_VERBS, add_move_verbs
 from pvtui.cli.top import cmd_top, figure
@@ -328,6 +329,7 @@ VERBS: dict[str, Verb] = {
     "log": cmd_log,
     "top": cmd_top,  # pvtui/cli/top.py
     **MOVE_VERBS,  # pvtui/cli/moves.py
+    "events": cmd_events,  # pvtui/cli/events.py
 }
 
 
@@ -387,6 +389,7 @@ def add_verbs(verbs: argparse._SubParsersAction, run: Callable[[argparse.Namespa
     p.add_argument("-i", "--iterations", type=int, default=1)
     p.add_argument("-d", "--delay", type=float, default=1.0)
     add_move_verbs(verb)
+    add_events_verb(verb)
     p = verb("engine", "Start, stop or show pvd.")
     p.add_argument("action", choices=("start", "stop", "status"))
     p.add_argument("--destroy-domains", action="store_true", help="with stop: destroy every domain first")

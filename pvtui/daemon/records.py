@@ -16,6 +16,7 @@ from typing import Any
 
 from pvtui.daemon.admission import MemoryLedger
 from pvtui.daemon.cpucontrol import CpuControl
+from pvtui.daemon.journal import Journal
 from pvtui.daemon.link import MonitorLink
 from pvtui.daemon.monitor import MonitorSpec
 from pvtui.daemon.oom import OomWitness
@@ -25,7 +26,7 @@ from pvtui.domain.model import DomainSummary, MemoryInfo
 from pvtui.domain.schema import DomainConfig
 from pvtui.engine.lifecycle import RestartGuard
 
-TOPICS = {"stats", "state", "console", "hypercalls", "lifecycle", "migration"}
+TOPICS = {"stats", "state", "console", "hypercalls", "lifecycle", "migration", "journal"}
 
 
 def _rounded(value: float | None, digits: int) -> float | None:
@@ -127,6 +128,7 @@ class PvdState:
     cpu: CpuControl
     memory: MemoryLedger
     oom: OomWitness
+    journal: Journal
     started: float
     _stop: asyncio.Event
     _registry_lock: asyncio.Lock

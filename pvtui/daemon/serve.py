@@ -67,7 +67,15 @@ async def _answer(
         message = protocol.decode(line)
         request_id = message["id"] if isinstance(message.get("id"), int) else None
         request = protocol.parse_request(message, schemas)
-        result = await table.handler(target, request.op)(conn, request.args)
+        journal = getattr(target, "journal_request", None)
+        try:
+            result = await table.handler(target, request.op)(conn, request.args)
+        except (PvtuiError, ProtocolError) as exc:
+            if journal is not None:
+                journal(request.op, request.args, exc, None)
+            raise
+        if journal is not None:
+            journal(request.op, request.args, None, result)
         return protocol.reply_ok(request.id, result)
     except ProtocolError as exc:
         return protocol.reply_error(request_id, exc)

@@ -32,6 +32,7 @@ from pvtui import __version__
 from pvtui.daemon import admission, paths, protocol
 from pvtui.daemon.cpucontrol import CpuControl
 from pvtui.daemon.instance import take_lock
+from pvtui.daemon.journal import Journal
 from pvtui.daemon.moves import PvdMoves
 from pvtui.daemon.oom import OomWitness
 from pvtui.daemon.ops import PVD_OPS
@@ -53,6 +54,13 @@ SIZE = (int, str)
 #: The op table, for tests and docs (each op is declared by its handler below).
 OPS = PVD_OPS
 
+#: Requests that change something: each goes into the journal, done or refused.
+CHANGES = frozenset(
+    {"create", "destroy", "shutdown", "reboot", "pause", "unpause", "vcpu_set", "vcpu_pin", "sched_credit", "mem_set",
+     "mem_max", "save", "restore", "suspend", "resume", "migrate", "migrate_out", "migrate_cancel", "definition_put",
+     "engine_stop"}
+)  # fmt: skip
+
 #: How often pvd checks that its socket is still where clients look for it.
 RUNTIME_CHECK_S = 1.0
 
@@ -67,6 +75,7 @@ class Pvd(PvdMoves):
         self._socket_inode = 0
         self.memory = admission.MemoryLedger.for_host(overcommit)
         self.oom = OomWitness()
+        self.journal = Journal(paths.runtime_dir() / "journal.jsonl")
         self.domains_dir = domains_dir
         self.records: dict[str, DomainRecord] = {}
         self.clients: set[ClientConn] = set()
@@ -269,6 +278,24 @@ class Pvd(PvdMoves):
             definition = str(kept)
         record = await self._create(config, definition)
         return record.summary()
+
+    @PVD_OPS.op("events", {"domain?": str, "since?": NUM, "limit?": int})
+    async def op_events(self, client: ClientConn, args: dict[str, Any]) -> Any:
+        """The journal (docs/daemon.md): oldest first, for one domain or all, since a time."""
+        return self.journal.read(args.get("domain"), args.get("since"), min(int(args.get("limit", 1000)), 100_000))
+
+    def journal_request(self, op: str, args: dict[str, Any], error: Exception | None, result: Any) -> None:
+        """Every request that changes something, done or refused (called by the serve loop)."""
+        if op not in CHANGES:
+            return
+        detail = {k: v for k, v in args.items() if k not in ("name", "text", "meta")}
+        name = args.get("name") or (result.get("name") if isinstance(result, dict) else None)
+        if error is None:
+            entry = self.journal.record(name, f"request:{op}", **detail)
+        else:
+            title, message = getattr(error, "title", type(error).__name__), getattr(error, "message", str(error))
+            entry = self.journal.record(name, f"refused:{op}", **detail, title=title, message=message)
+        self._broadcast("journal", name, entry)
 
     @PVD_OPS.op("engine_stop", {"destroy_domains?": bool})
     async def op_engine_stop(self, client: ClientConn, args: dict[str, Any]) -> Any:

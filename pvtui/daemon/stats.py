@@ -148,8 +148,25 @@ class PvdStats(PvdState):
             await asyncio.sleep(HYPERCALL_POLL_S)
         self._hypercall_tasks.pop(record.name, None)
 
+    @staticmethod
+    def _worth_journalling(topic: str, data: dict[str, Any]) -> bool:
+        """Lifecycle always; a state change (not the running/blocked flapping); a migration's end."""
+        if topic == "migration":
+            return data.get("stage") in ("done", "failed")
+        if topic == "state":
+            return data.get("state") not in ("running", "blocked") or bool(data.get("detail"))
+        return True
+
     def _broadcast(self, topic: str, domain: str | None, data: Any, kind: str | None = None) -> None:
-        """Send an event to every client subscribed to ``topic`` (``kind`` names it, default the topic)."""
+        """Send an event to every client subscribed to ``topic`` (``kind`` names it, default the topic).
+
+        What happens to a domain (state and lifecycle events, a migration's end) goes into
+        the journal too, and to the clients following it (``journal`` topic)."""
+        if topic in JOURNALLED and isinstance(data, dict) and self._worth_journalling(topic, data):
+            entry = self.journal.record(domain, f"{topic}:{data.get('what') or data.get('state') or data.get('stage')}",
+                                        **{k: v for k, v in data.items() if k not in ("what",)})  # fmt: skip
+            if topic != "journal":
+                self._broadcast("journal", domain, entry)
         message: bytes | None = None
         for client in list(self.clients):
             if not client.wants(topic, domain):
@@ -165,6 +182,10 @@ class PvdStats(PvdState):
                 continue
             message = message or protocol.event(kind or topic, domain, data)
             client.writer.write(message)
+
+
+#: Topics whose events are journalled (stats, console and hypercall records are not).
+JOURNALLED = {"state", "lifecycle", "migration"}
 
 
 @functools.cache

@@ -1,0 +1,60 @@
+"""pvd's event journal: what happened to each domain and to the host, with timestamps, on disk.
+
+One JSON object per line in ``$RUNTIME/journal.jsonl`` (so it survives a pvd
+restart), appended and flushed as it happens: created, state changes
+(paused, shut down with the guest's reason, crashed with its cause),
+restarts by ``on_crash``, every request that changed a domain (hot-plugs,
+balloon targets, pins, caps, saves, moves…) and every refusal with its
+reason. Bounded: at :data:`LIMIT_BYTES` the file becomes ``journal.jsonl.1``
+(the one before is dropped), so it holds between one and two limits' worth.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+LIMIT_BYTES = 4 << 20
+
+
+class Journal:
+    def __init__(self, path: Path, limit_bytes: int = LIMIT_BYTES) -> None:
+        self.path = path
+        self.limit_bytes = limit_bytes
+        self._lock = threading.Lock()
+
+    def record(self, domain: str | None, what: str, **detail: Any) -> dict[str, Any]:
+        entry = {"time": round(time.time(), 3), "domain": domain, "what": what, **detail}
+        line = json.dumps(entry, default=str, separators=(",", ":")) + "\n"
+        with self._lock:
+            try:
+                with open(self.path, "a", encoding="utf-8") as f:
+                    f.write(line)
+                    size = f.tell()
+                if size > self.limit_bytes:
+                    os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+            except OSError:
+                pass  # a journal that cannot be written must not stop pvd (the log says what happened)
+        return entry
+
+    def read(self, domain: str | None = None, since: float | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """Entries oldest first (the rotated file, then the current one), filtered, the last ``limit``."""
+        entries: list[dict[str, Any]] = []
+        for path in (self.path.with_name(self.path.name + ".1"), self.path):
+            with contextlib.suppress(FileNotFoundError), open(path, encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        entry = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # a line cut by a crash mid-write
+                    if domain is not None and entry.get("domain") != domain:
+                        continue
+                    if since is not None and entry.get("time", 0) < since:
+                        continue
+                    entries.append(entry)
+        return entries[-limit:]

@@ -1,0 +1,50 @@
+"""pvd's journal through the real CLI: what happened, with the cause, across a pvd restart."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+from helpers import Engine, wait_until
+
+from pvtui.cli.events import parse_since
+
+
+def entries(engine: Engine, *args: str) -> list[dict]:
+    return [json.loads(line) for line in engine.ok("events", *args, "--json").splitlines()]
+
+
+def test_the_journal_says_what_happened_and_survives_a_pvd_restart(engine: Engine) -> None:
+    engine.ok("create", engine.define("diary", "memory: 32M\nvcpus: 1\nmaxvcpus: 2\non_crash: destroy\n"))
+    engine.ok("pause", "diary")
+    engine.ok("unpause", "diary")
+    engine.ok("vcpu-set", "diary", "2")
+    refused = engine.cli("vcpu-set", "diary", "9")
+    assert refused.returncode != 0
+    whats = [e["what"] for e in entries(engine, "diary")]
+    for expected in ("request:create", "request:pause", "request:unpause", "request:vcpu_set", "refused:vcpu_set"):
+        assert expected in whats, whats
+    refusal = next(e for e in entries(engine, "diary") if e["what"] == "refused:vcpu_set")
+    assert refusal["count"] == 9 and "maxvcpus" in refusal["message"]
+    # kill -9 of its monitor: the journal says so, with the cause.
+    pid = engine.monitor_pids()["diary"]
+    os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: any("died" in str(e.get("crash_reason")) for e in entries(engine, "diary")), 10)
+    # pvd restarts; the journal is still there and goes on.
+    engine.ok("engine", "stop")
+    assert wait_until(lambda: engine.cli("list").returncode != 0, 10)
+    engine.ok("engine", "start")
+    assert any(e["what"] == "request:create" for e in entries(engine, "diary"))
+    text = engine.ok("events", "diary", "--since", "10m")
+    assert "diary" in text and "request:pause" in text
+    assert entries(engine, "diary", "--since", "0s") == []  # nothing since now
+
+
+def test_since_takes_ago_and_clock_times() -> None:
+    now = time.time()
+    assert abs(parse_since("10m") - (now - 600)) < 2
+    assert abs(parse_since("2h") - (now - 7200)) < 2
+    assert parse_since("2026-01-02 03:04") < now
+    assert parse_since("00:00") <= now
