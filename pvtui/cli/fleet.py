@@ -11,7 +11,7 @@ from pvtui.cli.exitcodes import ExitCode
 from pvtui.client import Client, EngineError
 from pvtui.client.connect import connect_host
 from pvtui.client.hosts import Hosts, HostUri
-from pvtui.client.moves import cold_move, live_move, plan_move
+from pvtui.client.moves import Endpoint, move_domain
 from pvtui.fleet_rebalance import FleetPlan, Move, apply, suggest
 
 
@@ -50,11 +50,8 @@ async def _run(args: argparse.Namespace) -> int:
         uris = dict(chosen)
 
         async def move(step: Move) -> object:
-            source, target = clients[step.source], clients[step.target]
-            how = await plan_move(source, target, step.domain, uris[step.source], uris[step.target], cold=False)
-            if how.live:
-                return await live_move(uris[step.source], uris[step.target], step.domain)
-            return await cold_move(source, target, step.domain, uris[step.target])
+            source = Endpoint(uris[step.source], clients[step.source])
+            return await move_domain(source, Endpoint(uris[step.target], clients[step.target]), step.domain)
 
         outcome = await apply(plan, move, args.concurrency)
         for step in outcome.done:

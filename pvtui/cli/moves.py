@@ -20,7 +20,7 @@ from pvtui.cli.exitcodes import ExitCode
 from pvtui.client import Client, EngineError
 from pvtui.client.connect import connect_host
 from pvtui.client.hosts import HostUri, host_target
-from pvtui.client.moves import cold_move, live_move, plan_move
+from pvtui.client.moves import Endpoint, MovePlan, move_domain
 
 Verb = Callable[[Client, argparse.Namespace], Awaitable[int]]
 MIB = 1 << 20
@@ -133,20 +133,19 @@ async def cmd_move(client: Client, args: argparse.Namespace) -> int:
 
 async def _move(client: Client, args: argparse.Namespace, target_uri: HostUri, cold: bool) -> int:
     target = await connect_host(target_uri)
-    try:
-        plan = await plan_move(client, target, args.domain, args.host_uri, target_uri, cold)
+    show = sys.stderr.isatty() and not args.json
+
+    def said(plan: MovePlan) -> None:
         if not args.json:
             print(f"plan: {plan.describe()}", file=sys.stderr)
-        show = sys.stderr.isatty() and not args.json
 
-        def progress(data: dict[str, Any]) -> None:
-            if show:
-                print("\r" + progress_line(data), end="", file=sys.stderr, flush=True)
+    def progress(data: dict[str, Any]) -> None:
+        if show:
+            print("\r" + progress_line(data), end="", file=sys.stderr, flush=True)
 
-        if plan.live:
-            result = await live_move(args.host_uri, target_uri, args.domain, progress)
-        else:
-            result = await cold_move(client, target, args.domain, target_uri)
+    try:
+        source = Endpoint(args.host_uri, client)
+        plan, result = await move_domain(source, Endpoint(target_uri, target), args.domain, cold, said, progress)
         if show:
             print(file=sys.stderr)
     finally:

@@ -172,3 +172,27 @@ async def cold_move(source: Client, target: Client, name: str, target_uri: HostU
             exc.code,
         ) from None
     return {"name": created.name, "domid": created.domid, "cold": True}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One side of a move: the host's URI and a client connected to its pvd."""
+
+    uri: HostUri
+    client: Client
+
+
+async def move_domain(
+    source: Endpoint,
+    target: Endpoint,
+    name: str,
+    cold: bool = False,
+    on_plan: Callable[[MovePlan], None] = lambda plan: None,
+    progress: Callable[[dict[str, Any]], None] = lambda p: None,
+) -> tuple[MovePlan, dict[str, Any]]:
+    """Plan the move (live or cold, and why), tell ``on_plan``, then do it; the plan and what it gave."""
+    plan = await plan_move(source.client, target.client, name, source.uri, target.uri, cold)
+    on_plan(plan)
+    if plan.live:
+        return plan, await live_move(source.uri, target.uri, name, progress)
+    return plan, await cold_move(source.client, target.client, name, target.uri)

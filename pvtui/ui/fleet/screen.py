@@ -18,7 +18,7 @@ from textual.widgets import Input, Static
 
 from pvtui.client import DomainSummary, EngineError
 from pvtui.client.hosts import host_target
-from pvtui.client.moves import cold_move, live_move, plan_move
+from pvtui.client.moves import Endpoint, move_domain
 from pvtui.domain.state import state_flag
 from pvtui.domain.units import MIB
 from pvtui.errors import PvtuiError
@@ -221,12 +221,13 @@ class FleetScreen(FilteredTableScreen):
 
         try:
             target = target_link.client if target_link and target_link.client else await connect_host(target_uri)
-            plan = await plan_move(link.client, target, name, link.uri, target_uri, cold=False)
-            self.query_one("#status", Static).update(f"plan: {plan.describe()}")
-            if plan.live:
-                await live_move(link.uri, target_uri, name)
-            else:
-                await cold_move(link.client, target, name, target_uri)
+            status = self.query_one("#status", Static)
+            await move_domain(
+                Endpoint(link.uri, link.client),
+                Endpoint(target_uri, target),
+                name,
+                on_plan=lambda plan: status.update(f"plan: {plan.describe()}"),
+            )
         except (EngineError, PvtuiError) as exc:
             self.notify(exc.message, title=exc.title, severity="error", timeout=8)
             return
@@ -284,10 +285,9 @@ class FleetScreen(FilteredTableScreen):
             source, target = self.links[step.source], self.links[step.target]
             if source.client is None or target.client is None:
                 raise EngineError(f"{step.source} or {step.target} is not reachable", "Try again once both answer.")
-            how = await plan_move(source.client, target.client, step.domain, source.uri, target.uri, cold=False)
-            if how.live:
-                return await live_move(source.uri, target.uri, step.domain)
-            return await cold_move(source.client, target.client, step.domain, target.uri)
+            return await move_domain(
+                Endpoint(source.uri, source.client), Endpoint(target.uri, target.client), step.domain
+            )
 
         outcome = await apply(plan, move)
         done = ", ".join(m.domain for m in outcome.done) or "nothing"
