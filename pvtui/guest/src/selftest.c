@@ -107,7 +107,17 @@ static void event_and_timer_cases(void)
     t0 = now_ns(0);
     check("set_timer_op", hc(__HYPERVISOR_set_timer_op, t0 + 2 * NS_PER_MS, 0, 0), 0);
     check("sched_block_timer", hc(__HYPERVISOR_sched_op, SCHEDOP_block, 0, 0), 0);
-    check("sched_block_slept_until_deadline", now_ns(0) - t0 >= 2 * NS_PER_MS, 1);
+    /* block also returns for an event: one that arrived meanwhile is not the timer's doing */
+    for (int again = 0; again < 4 && shared->vcpu_info[0].evtchn_pending && now_ns(0) - t0 < 2 * NS_PER_MS; again++) {
+        printk("selftest note: block woke for events %lx at %lu ns; blocking again\n",
+               (u64)shared->vcpu_info[0].evtchn_pending, now_ns(0) - t0);
+        __atomic_exchange_n(&shared->vcpu_info[0].evtchn_pending, 0, __ATOMIC_SEQ_CST);
+        hc(__HYPERVISOR_sched_op, SCHEDOP_block, 0, 0);
+    }
+    u64 slept = now_ns(0) - t0;
+    if (slept < 2 * NS_PER_MS)
+        printk("selftest note: the timer block returned after %lu ns (deadline 2000000)\n", slept);
+    check("sched_block_slept_until_deadline", slept >= 2 * NS_PER_MS, 1);
     check("set_timer_op_cancel", hc(__HYPERVISOR_set_timer_op, 0, 0, 0), 0);
     check("sched_yield", hc(__HYPERVISOR_sched_op, SCHEDOP_yield, 0, 0), 0);
     check("sched_bad_subop", hc(__HYPERVISOR_sched_op, 77, 0, 0), -PV_EINVAL);
