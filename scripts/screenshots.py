@@ -63,15 +63,53 @@ async def capture(domains_dir: Path) -> None:
         print("screenshots/palette.svg")
 
 
+async def capture_fleet(second: Path) -> None:
+    """The fleet view: this pvd, a second one (its own runtime directory), and a host that is gone."""
+    from pvtui.client.hosts import HostUri, parse_host_uri
+    from pvtui.ui.app import PvtuiApp
+
+    fleet = [
+        ("here", HostUri("local")),
+        ("there", parse_host_uri(f"unix://{second}/pvd.sock")),
+        ("gone", parse_host_uri("unix:///nonexistent/pvd.sock")),
+    ]
+    app = PvtuiApp(fleet=fleet)
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(100):
+            await pilot.pause(0.1)
+            links = app.fleet_links
+            if all(link.domains for link in links[:2]) and links[2].down_since is not None:
+                break
+        await pilot.pause(2.5)  # two polls: measured CPU
+        app.save_screenshot(str(OUT / "fleet.svg"))
+        print("screenshots/fleet.svg")
+
+
 def main() -> int:
     OUT.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pvtui-shots-") as tmp:
         runtime, domains = Path(tmp) / "run", Path(tmp) / "domains"
         shutil.copytree(REPO / "domains", domains)
         os.environ.update(PVTUI_RUNTIME_DIR=str(runtime), PVTUI_DOMAINS_DIR=str(domains))
+        second = Path(tmp) / "run-b"
         try:
             asyncio.run(capture(domains))
+            from pvtui.client.connect import start_engine_on
+            from pvtui.client.hosts import parse_host_uri
+
+            start_engine_on(parse_host_uri(f"unix://{second}/pvd.sock"))  # autostarts the same samples
+            asyncio.run(capture_fleet(second))
         finally:
+            from pvtui.client.connect import connect_host
+            from pvtui.client.hosts import parse_host_uri
+
+            async def stop_second() -> None:
+                if (second / "pvd.sock").exists():
+                    client = await connect_host(parse_host_uri(f"unix://{second}/pvd.sock"))
+                    await client.engine_stop(destroy_domains=True)
+                    await client.close()
+
+            asyncio.run(stop_second())
 
             async def stop() -> None:
                 from pvtui.client import Client
