@@ -64,12 +64,10 @@ async def _raw(uri: HostUri) -> tuple[asyncio.StreamReader, asyncio.StreamWriter
 
 
 async def _request(writer: asyncio.StreamWriter, reader: asyncio.StreamReader, op: str, **args: Any) -> Any:
-    writer.write(protocol.encode({"id": 1, "op": op, "args": args}))
-    await writer.drain()
-    line = await reader.readline()
-    if not line:
-        raise EngineError("The pvd closed the connection", f"It did not answer {op}; see its log.", "down")
-    reply = protocol.decode(line)
+    try:
+        reply = await protocol.request_on(reader, writer, op, **args)
+    except ConnectionError:
+        raise EngineError("The pvd closed the connection", f"It did not answer {op}; see its log.", "down") from None
     if "error" in reply:
         error = reply["error"]
         raise EngineError(error.get("title", "Refused"), error.get("message", ""), error.get("code", "refused"))

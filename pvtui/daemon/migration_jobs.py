@@ -56,10 +56,11 @@ class MigrationJobs:
                 f"Cannot {what} {self.monitor.name} now", "It is arriving by migration; wait for it to run."
             )
 
-    def _begin(self, what: str) -> None:
+    def _begin(self, verb: str, being: str) -> None:
+        """Start a job (``verb``, as a refusal says it), marking the domain as being ``being``."""
         with self._lock:
-            self.refuse_if_busy(what.replace("ing", "") if what != "saving" else "save")
-            self._busy = what
+            self.refuse_if_busy(verb)
+            self._busy = being
             self._cancel.clear()
 
     def _end(self) -> None:
@@ -136,7 +137,7 @@ class MigrationJobs:
         """
         domain = self._domain
         keep = bool(job.get("keep"))
-        self._begin("saved")
+        self._begin("save", "saved")
         was_paused = domain._paused
         try:
             if not was_paused:
@@ -163,7 +164,7 @@ class MigrationJobs:
     def send(self, job: dict[str, Any], fd: int) -> Any:
         """Migrate the domain over the stream ``fd`` (already connected to the target's monitor)."""
         domain = self._domain
-        self._begin("migrated")
+        self._begin("migrate", "migrated")
         sock = _blocking_socket(fd)
         try:
             sender = Sender(

@@ -204,9 +204,7 @@ class PvdMoves(PvdMonitors):
         except OSError as exc:
             raise PvtuiError(f"Cannot reach the pvd at {target}", f"{exc.strerror or exc}; is it running?") from None
         try:
-            writer.write(protocol.encode({"id": 1, "op": "migrate_incoming", "args": {"meta": meta}}))
-            await writer.drain()
-            reply = protocol.decode(await reader.readline())
+            reply = await protocol.request_on(reader, writer, "migrate_incoming", meta=meta)
             if "error" in reply:
                 error = reply["error"]
                 raise PvtuiError(f"The target refused {name}: {error.get('title', '')}", error.get("message", ""))

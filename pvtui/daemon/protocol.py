@@ -202,3 +202,16 @@ class Channel:
         self._task.cancel()
         with contextlib.suppress(Exception):
             self._writer.close()
+
+
+async def request_on(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, op: str, **args: Any
+) -> dict[str, Any]:
+    """One request on a connection that carries nothing else (yet: it may turn into a migration
+    stream after the reply); the reply decoded, ``ConnectionError`` if the peer hung up instead."""
+    writer.write(encode({"id": 1, "op": op, "args": args}))
+    await writer.drain()
+    line = await reader.readline()
+    if not line:
+        raise ConnectionError(f"the pvd closed the connection without answering {op}")
+    return decode(line)

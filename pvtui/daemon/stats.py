@@ -164,9 +164,8 @@ class PvdStats(PvdState):
         the journal too, and to the clients following it (``journal`` topic)."""
         if topic in JOURNALLED and isinstance(data, dict) and self._worth_journalling(topic, data):
             entry = self.journal.record(domain, f"{topic}:{data.get('what') or data.get('state') or data.get('stage')}",
-                                        **{k: v for k, v in data.items() if k not in ("what",)})  # fmt: skip
-            if topic != "journal":
-                self._broadcast("journal", domain, entry)
+                                        **{k: v for k, v in data.items() if k != "what"})  # fmt: skip
+            self._broadcast("journal", domain, entry)
         message: bytes | None = None
         for client in list(self.clients):
             if not client.wants(topic, domain):

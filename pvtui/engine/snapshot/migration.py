@@ -183,9 +183,9 @@ class Sender:
         if answer.get("stage") != stage:
             raise ConnectionError(f"the target answered {answer.get('stage')!r}, expected {stage!r}")
 
-    def _send_frames(self, frames: list[int]) -> None:
+    def _send_runs(self, runs: list[tuple[int, int]]) -> None:
         memory = self.domain.memory
-        for first, count in memory.split_runs(frames_to_runs(frames)):
+        for first, count in memory.split_runs(runs):
             for at in range(first, first + count, PAGES_PER_FRAME):
                 if self.cancelled():
                     raise MigrationCancelled()
@@ -203,9 +203,6 @@ class Sender:
                 self.stream.send(b"P", PAGES.pack(at, n), data)
                 data.release()
 
-    def _frames_of(self, runs: list[tuple[int, int]]) -> list[int]:
-        return [f for first, count in runs for f in range(first, first + count)]
-
     def run(self) -> MigrationFigures:
         domain = self.domain
         started = time.monotonic()
@@ -218,27 +215,26 @@ class Sender:
             self._answer("ready")
             self.stream.send_json(b"L", {"slots": [slot.size for slot in domain.memory.slots]})
             domain.memory.start_dirty_log()
-            # Round 0: everything that holds data, while the guest runs.
-            pending = self._frames_of(domain.memory.backed_runs())
+            # Round 0: everything that holds data, while the guest runs; then what it dirtied meanwhile.
+            runs = domain.memory.backed_runs()
+            sending = sum(count for _, count in runs)
             rounds = 0
             while True:
                 rounds += 1
                 round_start = time.monotonic()
-                self._report("copying", rounds, len(pending))
-                self._send_frames(pending)
+                self._report("copying", rounds, sending)
+                self._send_runs(runs)
                 elapsed = max(time.monotonic() - round_start, 1e-6)
-                if pending:
-                    self.rate_bytes_s = len(pending) * layout.PAGE_SIZE / elapsed
-                dirty = [f for f in domain.memory.take_dirty() if not self._released(f)]
-                expected = self._expected_downtime(len(dirty))
-                dirty_rate = len(dirty) / elapsed
-                self._report("copying", rounds, len(dirty), dirty_rate, expected)
-                converging = len(dirty) < len(pending) * 0.9 or rounds == 1
+                if sending:
+                    self.rate_bytes_s = sending * layout.PAGE_SIZE / elapsed
+                pending = [f for f in domain.memory.take_dirty() if not self._released(f)]
+                expected = self._expected_downtime(len(pending))
+                self._report("copying", rounds, len(pending), len(pending) / elapsed, expected)
+                converging = len(pending) < sending * 0.9 or rounds == 1
                 small_enough = expected + STOP_COST_S <= self.downtime_s
                 if small_enough or rounds >= self.max_rounds or not converging or was_paused:
-                    pending = dirty
                     break
-                pending = dirty
+                runs, sending = frames_to_runs(pending), len(pending)
             if self.cancelled():
                 raise MigrationCancelled()
             # Stop and copy: the guest is paused from here until the target runs it.
@@ -250,7 +246,7 @@ class Sender:
             final = sorted(set(pending) | set(domain.memory.take_dirty()) | set(self._shared_frames()))
             final = [f for f in final if not self._released(f)]
             self._report("stopped", rounds, len(final))
-            self._send_frames(final)
+            self._send_runs(frames_to_runs(final))
             vcpus, engine, xen = capture(domain, was_paused)
             self.stream.send_json(b"S", {"vcpus": vcpus, "engine": engine, "xen": xen})
             self._answer("loaded")

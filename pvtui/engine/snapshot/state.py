@@ -14,7 +14,6 @@ hypercall (:meth:`~pvtui.engine.domain.Domain.pause` guarantees it).
 from __future__ import annotations
 
 import base64
-import collections
 import ctypes
 import itertools
 import time
@@ -230,11 +229,3 @@ def apply_xen(domain: Domain, data: dict[str, Any] | None) -> None:
     guest.grant_frames = int(data["grant_frames"])
     guest.grant_version = int(data["grant_version"])
     guest.flush_mappings()
-
-
-def counters_of(engine: dict[str, Any]) -> collections.Counter[int]:
-    """All hypercalls the saved domain had made, per op (for tests and figures)."""
-    total: collections.Counter[int] = collections.Counter()
-    for counts in engine["counters"].values():
-        total.update({int(op): int(n) for op, n in counts.items()})
-    return total
