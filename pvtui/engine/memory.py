@@ -137,20 +137,24 @@ class GuestMemory:
         return all(f % span == 0 and f >= 0 and f + span <= pages for f in first_frames)
 
     def release(self, first_frames: list[int], order: int) -> None:
-        """Give extents back to the host (validated by :meth:`frames_valid` first)."""
+        """Give extents back to the host (validated by :meth:`frames_valid` first).
+
+        The frames are dropped before they are counted, so a figure that says
+        the guest holds less is never ahead of the host's RSS.
+        """
         for start, count in self._runs(first_frames, order):
+            self._madvise_frames(start, count, mmap.MADV_DONTNEED)
             with self._lock:
                 self._released_count += count - self._released[start : start + count].count(1)
                 self._released[start : start + count] = b"\1" * count
-            self._madvise_frames(start, count, mmap.MADV_DONTNEED)
 
     def populate(self, first_frames: list[int], order: int) -> None:
         """Back extents with host memory again (pre-faulted, so RSS really rises)."""
         for start, count in self._runs(first_frames, order):
+            self._madvise_frames(start, count, MADV_POPULATE_WRITE)
             with self._lock:
                 self._released_count -= self._released[start : start + count].count(1)
                 self._released[start : start + count] = b"\0" * count
-            self._madvise_frames(start, count, MADV_POPULATE_WRITE)
 
     @staticmethod
     def _runs(first_frames: list[int], order: int) -> list[tuple[int, int]]:
