@@ -83,6 +83,10 @@ async def capture_fleet(second: Path) -> None:
         await pilot.pause(2.5)  # two polls: measured CPU
         app.save_screenshot(str(OUT / "fleet.svg"))
         print("screenshots/fleet.svg")
+        await pilot.press("b")  # the rebalance screen's fleet mode: a dry-run plan
+        await pilot.pause(0.5)
+        app.save_screenshot(str(OUT / "fleet-rebalance.svg"))
+        print("screenshots/fleet-rebalance.svg")
 
 
 def main() -> int:

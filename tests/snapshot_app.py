@@ -75,3 +75,36 @@ class DomainsSnapshotApp(App[None]):
                 for d in DOMAINS
             ]
             self.screen_under_test.update_data(scaled, HOST, sample=True)
+
+
+def demanding(name: str, vcpus: tuple[int, int], cpu: float, wait: float, target: int, used: int) -> DomainSummary:
+    """A domain with measured demand and a guest report, as the rebalancer sees it."""
+    memory = MemoryInfo(256 * MIB, 256 * MIB, 256 * MIB, target, target, used, target)
+    return DomainSummary(
+        name=name, domid=1, state="running", cpu_percent=cpu, cpu_wait_percent=wait,
+        vcpus_online=vcpus[0], vcpus_max=vcpus[1], memory=memory,
+    )  # fmt: skip
+
+
+#: The host the rebalancer was tried on (issue 14): 2 CPUs, batch starved, three idle others.
+REBALANCE_HOST = HostInfo(
+    cpus=2, cpu_percent=72.0, memory_total=4096 * MIB, memory_available=3000 * MIB, memory_given=896 * MIB,
+    memory_committed=1024 * MIB, memory_commit_limit=3584 * MIB, domains=4, domains_by_state={}, cpu_control="none",
+)  # fmt: skip
+REBALANCE_DOMAINS = [
+    demanding("batch", (2, 4), 118.0, 70.0, 256 * MIB, 20 * MIB),
+    demanding("logger", (1, 2), 3.0, 0.0, 256 * MIB, 12 * MIB),
+    demanding("web", (2, 2), 20.0, 0.5, 256 * MIB, 150 * MIB),
+    demanding("cache", (1, 1), 1.0, 0.0, 128 * MIB, 120 * MIB),
+]
+
+
+class RebalanceSnapshotApp(App[None]):
+    """The rebalance screen on fixed figures (its client is never used: nothing is applied)."""
+
+    CSS_PATH = str(CSS)
+
+    async def on_mount(self) -> None:
+        from pvtui.ui.screens.rebalance import RebalanceScreen
+
+        await self.push_screen(RebalanceScreen(None, REBALANCE_DOMAINS, REBALANCE_HOST))  # type: ignore[arg-type]

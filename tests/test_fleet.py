@@ -10,8 +10,10 @@ from test_ui import until
 
 from pvtui.client.hosts import HostUri, parse_host_uri
 from pvtui.ui.app import PvtuiApp
+from pvtui.ui.fleet.rebalance import FleetRebalanceScreen
 from pvtui.ui.fleet.screen import FleetScreen
 from pvtui.ui.screens.domain import DomainScreen
+from pvtui.ui.table import LiveTable
 
 
 def remote_state(uri: str, name: str) -> str | None:
@@ -61,14 +63,25 @@ async def test_fleet_shows_every_host_and_acts_on_the_row_host(engine: Engine, r
             await pilot.press("slash", *"host:here", "enter")
             assert await until(pilot, lambda: table.row_keys == ["here/web"])
             await pilot.press("escape")
-            # g: a plan from measured demand (idle domains: nothing worth moving), said with the hosts' loads.
-            await pilot.press("g")
-            assert await until(pilot, lambda: app.screen.__class__.__name__ == "ValueDialog")
-            app.screen.query_one("#value").value = "web"  # never move web
-            await pilot.press("enter")
-            assert screen.excluded == {"web"}
-            assert await until(pilot, lambda: any("nothing to move" in n.title for n in app._notifications))
-            assert any("spread of load" in n.message for n in app._notifications)
+            # b: the rebalance screen in fleet mode, a dry run with the hosts before and after.
+            await pilot.press("b")
+            assert await until(pilot, lambda: isinstance(app.screen, FleetRebalanceScreen))
+            rebalance = app.screen
+            domains = rebalance.query_one("#fleet-domains", LiveTable)
+            assert await until(pilot, lambda: {"here/web", "there/web"} <= set(domains.row_keys)), (
+                domains.row_keys,
+                [(n.title, n.message) for n in app._notifications],
+            )
+            assert set(rebalance.query_one("#fleet-hosts", LiveTable).row_keys) == {"here", "there"}
+            title = str(rebalance.query_one("#fleet-plan-title").render())
+            assert "dry run" in title and "unreachable): gone" in title
+            domains.move_cursor(domains.get_row_index("here/web"))
+            await pilot.press("x", "c")
+            assert screen.excluded == {"web"} and rebalance.concurrency == 2
+            assert domains.get_cell("here/web", "never") == "✓"
+            assert "spread of load" in str(rebalance.query_one("#fleet-steps").render())
+            await pilot.press("escape")
+            assert await until(pilot, lambda: app.screen is screen)
             # A host that goes away: its rows stay, greyed, and its line says since when.
             assert run_pvtui("-H", uri, "engine", "stop").returncode == 0
             assert await until(pilot, lambda: "there/web" in table._dimmed, 10)

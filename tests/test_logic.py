@@ -60,8 +60,62 @@ def test_suggest_keeps_the_vcpus_of_a_domain_not_measured_yet():
         "new": Limits(4, 16 * MIB, 256 * MIB, None, 32 * MIB),
         "busy": Limits(4, 16 * MIB, 256 * MIB, 180.0, 32 * MIB),
     }
-    wanted = suggest(current, limits)
+    wanted = suggest(current, limits, host_cpus=4, host_free_memory=1 << 30).wanted
     assert wanted["new"].vcpus == 2 and wanted["busy"].vcpus == 3
+
+
+def _issue_host() -> tuple[dict[str, Allocation], dict[str, Limits]]:
+    """The host the rebalancer was tried on: 2 CPUs, batch busy on its 2 vCPUs and waiting, three idle others."""
+    current = {
+        "batch": Allocation(2, 256 * MIB),
+        "logger": Allocation(1, 256 * MIB),
+        "web": Allocation(2, 256 * MIB),
+        "cache": Allocation(1, 128 * MIB),
+    }
+    limits = {
+        "batch": Limits(4, 16 * MIB, 256 * MIB, 118.0, 20 * MIB, 70.0),
+        "logger": Limits(2, 16 * MIB, 256 * MIB, 3.0, 12 * MIB, 0.0),
+        "web": Limits(2, 16 * MIB, 256 * MIB, 20.0, 150 * MIB, 0.5),
+        "cache": Limits(1, 16 * MIB, 256 * MIB, 1.0, 120 * MIB, 0.0),
+    }
+    return current, limits
+
+
+def test_suggestions_explain_themselves_and_keep_headroom():
+    current, limits = _issue_host()
+    suggestion = suggest(current, limits, host_cpus=2, host_free_memory=1 << 30)
+    plan = make_plan(current, suggestion.wanted, limits, 1 << 30, 2, suggestion.reasons, tuple(suggestion.notes))
+    assert plan.steps and all(step.reason and step.reason != "your edit" for step in plan.steps)
+    for name, want in suggestion.wanted.items():  # never below what the guest uses plus its headroom
+        assert want.memory >= limits[name].guest_used + max(limits[name].guest_used // 4, 64 * MIB) - 16 * MIB
+    web = next(s for s in plan.steps if s.domain == "web" and s.resource == "vcpus")
+    assert web.new == 1 and "uses 20% CPU" in web.reason and "below 70%" in web.reason
+    logger = next(s for s in plan.steps if s.domain == "logger" and s.resource == "memory")
+    assert logger.new == 80 * MIB and "12 MiB used" in logger.reason and "frees 176 MiB" in logger.reason
+    cache = next(s for s in plan.steps if s.domain == "cache" and s.resource == "memory")
+    assert cache.new > cache.old and cache.reason.startswith("short:"), "a guest using 94% of its memory is given more"
+    assert plan.after is not None and plan.after.vcpus == 5, "idle web gives one back; none is added past 2 per CPU"
+    assert any("batch is starved" in note and "at most 2 per CPU" in note for note in plan.notes)
+    assert (
+        plan.before is not None
+        and "4 CPUs" not in plan.before.describe()
+        and "6 vCPUs on 2 CPUs" in (plan.before.describe())
+    )
+
+
+def test_a_starved_domain_gets_vcpus_only_when_the_host_has_room():
+    current = {"batch": Allocation(1, 128 * MIB), "idle": Allocation(1, 128 * MIB)}
+    limits = {
+        "batch": Limits(4, 16 * MIB, 128 * MIB, 97.0, 0, 40.0),
+        "idle": Limits(1, 16 * MIB, 128 * MIB, 1.0, 0, 0.0),
+    }
+    roomy = suggest(current, limits, host_cpus=4, host_free_memory=0)
+    assert roomy.wanted["batch"].vcpus == 2 and "starved" in roomy.reasons[("batch", "vcpus")]
+    assert "CPUs idle" in roomy.reasons[("batch", "vcpus")]
+    assert any("reports no memory use" in note for note in roomy.notes), "no report: memory kept, and said"
+    full = suggest(current, {**limits, "idle": Limits(1, 16 * MIB, 128 * MIB, 98.0, 0, 0.0)}, 2, 0)
+    assert full.wanted["batch"].vcpus == 1
+    assert any("batch is starved" in note and "CPUs idle" in note for note in full.notes)
 
 
 def test_state_letters_are_xls():

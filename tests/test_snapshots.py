@@ -1,6 +1,6 @@
 """Layout snapshots with fixed content (no engine, no clock): regenerate with --snapshot-update."""
 
-from snapshot_app import DomainsSnapshotApp
+from snapshot_app import DomainsSnapshotApp, RebalanceSnapshotApp
 
 
 def test_domains_view_layout(snap_compare):
@@ -13,3 +13,8 @@ def test_domains_view_at_80x24(snap_compare):
 
 def test_domains_view_sorted_by_cpu(snap_compare):
     assert snap_compare(DomainsSnapshotApp(), press=["3"], terminal_size=(120, 16))
+
+
+def test_rebalance_suggestion_explains_itself(snap_compare):
+    """g on fixed figures: every step with its reason, the host before and after, what it left (notes)."""
+    assert snap_compare(RebalanceSnapshotApp(), press=["g"], terminal_size=(160, 30))

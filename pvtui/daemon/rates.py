@@ -23,6 +23,7 @@ class Sample:
     sampled_s: float
     restarts: int
     vcpu_cpu_s: dict[int, float]
+    wait_s: float
     process_cpu_s: float | None
     hypercalls: int
     per_op: dict[str, int]
@@ -33,6 +34,7 @@ class Sample:
             sampled_s=float(stats.get("sampled_s", 0.0)),
             restarts=int(stats.get("restarts", 0)),
             vcpu_cpu_s={int(v["id"]): float(v["cpu_time_s"]) for v in stats.get("vcpus", [])},
+            wait_s=sum(float(v.get("wait_time_s", 0.0)) for v in stats.get("vcpus", [])),
             process_cpu_s=stats.get("process_cpu_s"),
             hypercalls=int(stats.get("hypercalls_total", 0)),
             per_op=dict(stats.get("hypercalls_per_op", {})),
@@ -55,6 +57,8 @@ class DomainRates:
     vcpu_percent: dict[int, float] = field(default_factory=dict)
     #: The monitor process beyond its vCPU threads (the engine's own cost).
     engine_cpu_percent: float | None = None
+    #: Its runnable vCPUs' wait for a host CPU: demand the host did not meet.
+    cpu_wait_percent: float | None = None
     hypercalls_per_s: float | None = None
     op_rates: dict[str, float] = field(default_factory=dict)
     interval_s: float | None = None
@@ -84,6 +88,7 @@ class DomainRates:
             if vcpu in base.vcpu_cpu_s
         }
         self.cpu_percent = 100 * _per_s(sample.cpu_s, base.cpu_s, elapsed)
+        self.cpu_wait_percent = 100 * _per_s(sample.wait_s, base.wait_s, elapsed)
         if sample.process_cpu_s is not None and base.process_cpu_s is not None:
             engine_now = sample.process_cpu_s - sample.cpu_s
             engine_then = base.process_cpu_s - base.cpu_s
@@ -95,6 +100,7 @@ class DomainRates:
     def _rebase(self, sample: Sample) -> None:
         self._base = sample
         self.cpu_percent = self.engine_cpu_percent = self.hypercalls_per_s = self.interval_s = None
+        self.cpu_wait_percent = None
         self.vcpu_percent, self.op_rates = {}, {}
 
     def annotate(self, stats: dict[str, Any]) -> None:

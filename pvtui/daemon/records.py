@@ -83,6 +83,7 @@ class DomainRecord:
             cpu_s=round(sum(v["cpu_time_s"] for v in stats.get("vcpus", [])), 3),
             cpu_percent=_rounded(self.rates.cpu_percent, 2),
             engine_cpu_percent=_rounded(self.rates.engine_cpu_percent, 3),
+            cpu_wait_percent=_rounded(self.rates.cpu_wait_percent, 2),
             vcpus_online=stats.get("online_vcpus", 0),
             vcpus_max=self.config.maxvcpus_or_vcpus,
             memory=MemoryInfo.from_dict(stats.get("memory")),

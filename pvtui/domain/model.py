@@ -59,6 +59,8 @@ class VcpuInfo(_Shape):
     host_cpu: int | None = None
     #: Over pvd's last sampling interval; ``None`` until two samples exist.
     cpu_percent: float | None = None
+    #: Seconds the vCPU thread waited, runnable, for a host CPU (Xen's "runnable" runstate).
+    wait_time_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,8 @@ class DomainSummary:
     cpu_percent: float | None = None
     #: The monitor process beyond its vCPU threads: what running this domain costs the engine.
     engine_cpu_percent: float | None = None
+    #: Runnable vCPUs waiting for a host CPU (% of one CPU): used + waited is the domain's demand.
+    cpu_wait_percent: float | None = None
     vcpus_online: int = 0
     vcpus_max: int = 0
     memory: MemoryInfo = field(default_factory=MemoryInfo)

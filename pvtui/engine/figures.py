@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 def domain_stats(domain: Domain) -> DomainStats:
     cpu = domain.vcpus.cpu_times()
+    waited = domain.vcpus.wait_times()
     per_vcpu = domain.accounting.per_vcpu()
     vcpus = [
         VcpuInfo(
@@ -25,6 +26,7 @@ def domain_stats(domain: Domain) -> DomainStats:
             cpu.get(vcpu_id, 0.0),
             per_vcpu.get(vcpu_id, 0),
             sorted(runner.affinity) if runner.affinity else None,
+            wait_time_s=round(waited.get(vcpu_id, 0.0), 6),
         )
         for vcpu_id, runner in sorted(list(domain.vcpus.runners.items()))
     ]

@@ -28,6 +28,7 @@ from pvtui.engine.kvm import Vcpu
 from pvtui.engine.kvm import ioctl as k
 from pvtui.engine.kvm.ioctl import KVM_RUN
 from pvtui.engine.kvm.structs import KvmRegs, KvmRun
+from pvtui.engine.threadtimes import own_schedstat
 from pvtui.errors import PvtuiError
 
 if TYPE_CHECKING:
@@ -98,6 +99,7 @@ class VcpuRunner:
         self._time_refreshed_ns = 0
         #: The thread's own CPU seconds when it ended (/proc only shows live threads).
         self.final_cpu_time_s: float | None = None
+        self.final_wait_time_s = 0.0
         #: The multicall this vCPU is in (set by the personality's handler): where a
         #: snapshot of a vCPU blocked inside one finds the entries still to run.
         self.multicall: Any = None
@@ -310,6 +312,7 @@ class VcpuRunner:
             self.domain.guest_crashed(f"vCPU {self.id}: engine error\n{traceback.format_exc()}")
         finally:
             self.final_cpu_time_s = time.thread_time()
+            self.final_wait_time_s = own_schedstat()[1]
             with self.cond:
                 self.state = VcpuState.STOPPED
                 self.cond.notify_all()

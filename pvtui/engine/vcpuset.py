@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pvtui.domain.limits import host_cpus
+from pvtui.engine.threadtimes import thread_cpu_seconds, thread_schedstat
 from pvtui.engine.vcpu import VcpuRunner, VcpuState
 
 if TYPE_CHECKING:
@@ -116,13 +117,7 @@ class VcpuSet:
 
     # --- figures ------------------------------------------------------------------------
     def cpu_times(self) -> dict[int, float]:
-        """Host CPU seconds of each vCPU thread, to the nanosecond (guest time included).
-
-        Read from ``/proc/self/task/TID/schedstat`` (the scheduler's own
-        runtime, the clock ``time.thread_time`` reads) rather than ``stat``'s
-        10 ms ticks: at 1 Hz a tick is a whole percent, and an idle vCPU's
-        cost is far below one tick a second.
-        """
+        """Host CPU seconds of each vCPU thread, to the nanosecond (guest time included; see threadtimes)."""
         times = {}
         for vcpu_id, runner in list(self.runners.items()):
             if runner.final_cpu_time_s is not None:
@@ -130,6 +125,20 @@ class VcpuSet:
             else:
                 times[vcpu_id] = thread_cpu_seconds(runner.native_id) if runner.native_id else 0.0
         return times
+
+    def wait_times(self) -> dict[int, float]:
+        """Seconds each vCPU thread was runnable but waiting for a host CPU (schedstat's run_delay).
+
+        Xen calls this a vCPU's *runnable* time: what the domain wanted and
+        did not get. Used plus waited is its measured demand, which is how a
+        rebalancer tells a starved domain from an idle one.
+        """
+        waits = {}
+        for vcpu_id, runner in list(self.runners.items()):
+            waits[vcpu_id] = runner.final_wait_time_s
+            if runner.final_cpu_time_s is None and runner.native_id:
+                waits[vcpu_id] = thread_schedstat(runner.native_id)[1]
+        return waits
 
     def host_cpus(self) -> dict[int, int | None]:
         """The host CPU each vCPU thread last ran on (xl vcpu-list's CPU column)."""
@@ -143,12 +152,3 @@ class VcpuSet:
                 except (OSError, ValueError, IndexError):
                     pass
         return result
-
-
-def thread_cpu_seconds(native_id: int) -> float:
-    """CPU seconds of one thread of this process (0.0 once it is gone)."""
-    try:
-        with open(f"/proc/self/task/{native_id}/schedstat", "rb") as f:
-            return int(f.read().split()[0]) / 1e9
-    except (OSError, ValueError, IndexError):
-        return 0.0

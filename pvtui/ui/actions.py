@@ -109,7 +109,8 @@ REBALANCE = [
     Key((("right_square_bracket", "memory(1)"), ("left_square_bracket", "memory(-1)")), "`]` `[`", "±64M",
         "memory of the selected domain", show=True),
     _one("g", "suggest", "`g`", "Suggest",
-         "suggest a plan: vCPUs from host-measured CPU use, memory from each guest's own report", show=True),
+         "suggest a plan from measured demand (CPU used + waited) and each guest's report, every step with its reason",
+         show=True),
     _one("u", "reset", "`u`", "Undo edits", "undo the edits", show=True),
     _one("a", "apply", "`a`", "Apply plan", "apply (donors shrink first; a failed step rolls back the done ones)",
          show=True),
@@ -126,11 +127,22 @@ FLEET = [
         "±64M", "memory target +64M / -64M"),
     _one("M", "move", "`M`", "Move", "move to another host: live when both engines can, else cold (asks where)",
          cli="`pvtui move DOM HOST`", show=True),
-    _one("g", "suggest", "`g`", "Suggest moves",
-         "suggest moves between hosts from measured demand (shows the plan and why; applies only if you say yes)",
-         cli="`pvtui rebalance --fleet`", show=True),
+    Key((("b", "rebalance"), ("g", "rebalance")), "`b` `g`", "Rebalance",
+        "the rebalance screen in fleet mode: a plan of moves and resizes from measured demand (a dry run)",
+        cli="`pvtui rebalance --fleet`", show=True),
     _one("slash", "filter", "`/`", "Filter", "filter by name, or `host:NAME`", show=True),
     _one("escape", "clear_filter", "`escape`", "Clear filter", "clear the filter"),
+]  # fmt: skip
+
+#: The rebalance screen in fleet mode (b or g in the fleet view).
+FLEET_REBALANCE = [
+    _one("escape", "app.pop_screen", "`escape`", "Back", "back to the fleet", show=True),
+    _one("g", "suggest", "`g`", "Suggest", "a fresh plan from the latest figures", show=True),
+    _one("x", "never_move", "`x`", "Never move", "mark / unmark the selected domain \"never move\"", show=True),
+    _one("c", "concurrency", "`c`", "Moves at once", "how many moves run at once (1-4)", show=True),
+    _one("m", "toggle_resize", "`m`", "Moves only", "plan resizes too, or moves only"),
+    _one("a", "apply", "`a`", "Apply plan", "run it: shrinks, moves, grows; a failure undoes what was done",
+         show=True),
 ]  # fmt: skip
 
 SECTIONS = [
@@ -140,6 +152,7 @@ SECTIONS = [
     ("Editor", EDITOR),
     ("Rebalance", REBALANCE),
     ("Fleet (pvtui -H a,b,...)", FLEET),
+    ("Fleet rebalance", FLEET_REBALANCE),
 ]
 
 

@@ -22,7 +22,6 @@ from pvtui.client.moves import Endpoint, move_domain
 from pvtui.domain.state import state_flag
 from pvtui.domain.units import MIB
 from pvtui.errors import PvtuiError
-from pvtui.fleet_rebalance import FleetPlan, Move, apply, suggest
 from pvtui.ui import actions
 from pvtui.ui.dialogs import ConfirmDialog, ValueDialog
 from pvtui.ui.format import measured, mib, migration_text
@@ -251,52 +250,11 @@ class FleetScreen(FilteredTableScreen):
         host: str
 
     # --- fleet rebalancing ------------------------------------------------------------------
-    def suggested_plan(self) -> FleetPlan:
-        """Moves from measured demand between the hosts that answer (pvtui/fleet_rebalance.py's rules)."""
-        answering = {n: (link.host, link.domains) for n, link in self.links.items() if link.reachable and link.host}
-        figures = {n: (host, domains) for n, (host, domains) in answering.items() if host is not None}
-        return suggest(figures, self.excluded)
+    def action_rebalance(self) -> None:
+        """The rebalance screen in fleet mode: a dry-run plan of moves and resizes (nothing runs until ``a``)."""
+        from pvtui.ui.fleet.rebalance import FleetRebalanceScreen
 
-    @work(group="fleet-dialogs")
-    async def action_suggest(self) -> None:
-        never = await self.app.push_screen_wait(
-            ValueDialog(
-                "Never move (domain names, comma-separated; empty: none)",
-                ", ".join(sorted(self.excluded)),
-                "moves run one at a time; the CLI's pvtui rebalance --fleet --concurrency N runs more",
-                lambda value: None,
-            )
-        )
-        if never is None:
-            return
-        self.excluded = {name.strip() for name in never.split(",") if name.strip()}
-        plan = self.suggested_plan()
-        text = "\n".join(plan.describe())
-        if not plan.moves:
-            self.notify(text, title="Fleet plan: nothing to move", timeout=10)
-            return
-        question = f"{text}\n\nApply these {len(plan.moves)} moves?"
-        if await self.app.push_screen_wait(ConfirmDialog(question)):
-            self._apply_plan(plan)
-
-    @work(group="fleet-actions")
-    async def _apply_plan(self, plan: FleetPlan) -> None:
-        async def move(step: Move) -> object:
-            source, target = self.links[step.source], self.links[step.target]
-            if source.client is None or target.client is None:
-                raise EngineError(f"{step.source} or {step.target} is not reachable", "Try again once both answer.")
-            return await move_domain(
-                Endpoint(source.uri, source.client), Endpoint(target.uri, target.client), step.domain
-            )
-
-        outcome = await apply(plan, move)
-        done = ", ".join(m.domain for m in outcome.done) or "nothing"
-        if outcome.failed is not None:
-            step, why = outcome.failed
-            self.notify(f"moved {done}; {step.domain} failed and stays on {step.source}: {why}", title="Fleet plan",
-                        severity="error", timeout=10)  # fmt: skip
-        else:
-            self.notify(f"moved {done}", title="Fleet plan")
+        self.app.push_screen(FleetRebalanceScreen(self.links, self.excluded))
 
     # --- filter ---------------------------------------------------------------------------
     def refilter(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.message import Message
@@ -36,18 +37,37 @@ class RebalanceScreen(Screen[None]):
         self.domains = {d.name: d for d in domains if d.state in ("running", "blocked", "paused")}
         self.current = {n: Allocation(d.vcpus_online, d.memory.target_bytes) for n, d in self.domains.items()}
         self.wanted = dict(self.current)
+        self._suggested_values: dict[tuple[str, str], int] = {}
+        #: Why each suggested change (by domain and resource), and what the suggestion saw and left.
+        self.reasons: dict[tuple[str, str], str] = {}
+        self.notes: tuple[str, ...] = ()
 
     def limits(self) -> dict[str, Limits]:
         return {
-            n: Limits(d.vcpus_max, MIN_MEMORY, d.memory.present_bytes, d.cpu_percent, d.memory.guest_used_bytes)
+            n: Limits(
+                d.vcpus_max,
+                MIN_MEMORY,
+                d.memory.present_bytes,
+                d.cpu_percent,
+                d.memory.guest_used_bytes,
+                d.cpu_wait_percent,
+            )
             for n, d in self.domains.items()
         }
 
+    @property
+    def host_free(self) -> int:
+        """What pvd would still admit: growing a domain commits memory (see docs/daemon.md)."""
+        return self.host.memory_commit_limit - self.host.memory_committed if self.host else 0
+
     def plan(self) -> Plan:
-        # What pvd would still admit: growing a domain commits memory (see docs/daemon.md).
-        free = self.host.memory_commit_limit - self.host.memory_committed if self.host else 0
         cpus = self.host.cpus if self.host else 1
-        return make_plan(self.current, self.wanted, self.limits(), free, cpus)
+        reasons = {key: why for key, why in self.reasons.items() if self._suggested(key)}
+        return make_plan(self.current, self.wanted, self.limits(), self.host_free, cpus, reasons, self.notes)
+
+    def _suggested(self, key: tuple[str, str]) -> bool:
+        """A reason holds while the operator has not edited that value since the suggestion."""
+        return key in self.reasons and self._suggested_values.get(key) == getattr(self.wanted[key[0]], key[1])
 
     def compose(self) -> ComposeResult:
         yield Static("", id="capacity")
@@ -55,6 +75,7 @@ class RebalanceScreen(Screen[None]):
             [
                 ("name", "DOMAIN"),
                 ("cpu", "CPU% used"),
+                ("wait", "WAIT%"),
                 ("vcpus", "VCPUS now→plan"),
                 ("max", "MAX"),
                 ("used", "GUEST USED (its report)"),
@@ -80,6 +101,7 @@ class RebalanceScreen(Screen[None]):
             cells = [
                 name,
                 measured(d.cpu_percent, 0, 0),
+                measured(d.cpu_wait_percent, 0, 0),
                 f"{now.vcpus} → {want.vcpus}" if want.vcpus != now.vcpus else str(now.vcpus),
                 str(d.vcpus_max),
                 mib(d.memory.guest_used_bytes),
@@ -89,23 +111,19 @@ class RebalanceScreen(Screen[None]):
             rows.append((name, cells))
         self.query_one("#alloc", LiveTable).set_rows(rows)
         plan = self.plan()
-        host = self.host
         capacity = "host: unknown"
-        if host:
-            allocated = sum(w.vcpus for w in self.wanted.values())
-            capacity = (
-                f"host: {host.cpus} CPUs, {allocated} vCPUs planned  │  "
-                f"memory: {mib(host.memory_total)} total, "
-                f"{mib(max(0, host.memory_commit_limit - host.memory_committed))} uncommitted now, "
-                f"{mib(max(plan.memory_free_after, 0))} after the plan"
-            )
-        self.query_one("#capacity", Static).update(capacity)
+        if self.host and plan.before and plan.after:
+            capacity = f"host now:   {plan.before.describe()}\nafter plan: {plan.after.describe()}"
+        self.query_one("#capacity", Static).update(escape(capacity))
         lines = [
             f"plan: ({len(plan.steps)} steps; donors first: {', '.join(plan.givers()) or 'none'}; "
             f"receivers: {', '.join(plan.takers()) or 'none'})"
         ]
-        lines += [f"  {i + 1}. {step.describe()}" for i, step in enumerate(plan.steps)] or ["  nothing to change"]
-        lines += [f"  [red]{problem}[/red]" for problem in plan.problems]
+        lines += [f"  {i + 1}. {escape(step.explain())}" for i, step in enumerate(plan.steps)] or [
+            "  nothing to change"
+        ]
+        lines += [f"  [red]{escape(problem)}[/red]" for problem in plan.problems]
+        lines += [f"  [dim]note: {escape(note)}[/dim]" for note in plan.notes]
         self.query_one("#plan", Static).update("\n".join(lines))
 
     def _adjust(self, vcpus: int = 0, memory: int = 0) -> None:
@@ -127,16 +145,20 @@ class RebalanceScreen(Screen[None]):
         self._adjust(memory=delta * MEMORY_STEP)
 
     def action_suggest(self) -> None:
-        self.wanted = suggest(self.current, self.limits())
+        cpus = self.host.cpus if self.host else 1
+        suggestion = suggest(self.current, self.limits(), cpus, self.host_free)
+        self.wanted, self.reasons, self.notes = suggestion.wanted, suggestion.reasons, tuple(suggestion.notes)
+        self._suggested_values = {key: getattr(self.wanted[key[0]], key[1]) for key in self.reasons}
         self._show()
         self.notify(
-            "vCPUs from host-measured CPU use; memory from each guest's own report of its use "
-            "(+25 % + 16M). Review, then press a.",
+            "From measured demand (CPU used + waited) and each guest's report of its memory use; every step says "
+            "why (rules: docs/rebalance.md). Review, then press a.",
             title="Suggest",
         )
 
     def action_reset(self) -> None:
         self.wanted = dict(self.current)
+        self.reasons, self.notes = {}, ()
         self._show()
 
     def action_apply(self) -> None:
@@ -161,6 +183,7 @@ class RebalanceScreen(Screen[None]):
 
     def on_rebalance_screen_applied(self, message: Applied) -> None:
         outcome = message.outcome
+        self.reasons, self.notes = {}, ()
         if outcome.failed is None:
             self.current = dict(self.wanted)
             self.notify(f"{len(outcome.done)} steps applied.", title="Rebalanced")
