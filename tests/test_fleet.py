@@ -63,6 +63,15 @@ async def test_fleet_shows_every_host_and_acts_on_the_row_host(engine: Engine, r
             await pilot.press("slash", *"host:here", "enter")
             assert await until(pilot, lambda: table.row_keys == ["here/web"])
             await pilot.press("escape")
+            # The app's own keys act on the highlighted row's host; c asks which host first.
+            table.move_cursor(table.get_row_index("there/web"))
+            assert await until(pilot, lambda: app.client is screen.links["there"].client)
+            assert app.selected_domain() == "web" and app.host_uri == screen.links["there"].uri
+            await pilot.press("c")
+            assert await until(pilot, lambda: app.screen.__class__.__name__ == "PickDialog")
+            assert app.screen.options[0] == "there"
+            await pilot.press("escape")
+            assert await until(pilot, lambda: app.screen is screen)
             # b: the rebalance screen in fleet mode, a dry run with the hosts before and after.
             await pilot.press("b")
             assert await until(pilot, lambda: isinstance(app.screen, FleetRebalanceScreen))

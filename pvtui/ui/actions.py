@@ -118,6 +118,7 @@ REBALANCE = [
 
 #: The fleet view (pvtui -H a,b,...): these act on the selected row's own host.
 FLEET = [
+    _one("c", "create", "`c`", "Create", "create on a host (asks which, then which definition)", show=True),
     _one("p", "pause", "`p`", "Pause", "pause / unpause (on its host)", show=True),
     _one("s", "shutdown", "`s`", "Shutdown", "shut down (graceful)", show=True),
     _one("r", "reboot", "`r`", "Reboot", "reboot"),

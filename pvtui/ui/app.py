@@ -83,6 +83,11 @@ class PvtuiApp(DomainActions):
         for link in self.fleet_links:
             link.start()
 
+    def focus_fleet_host(self, link: HostLink) -> None:
+        """Point the app's own domain actions (v, m, i, w, z, e, E, c...) at a fleet row's host."""
+        self.client, self.host_uri, self.host = link.client, link.uri, link.host
+        self.domains = {d.name: d for d in link.domains}
+
     @work(exclusive=True, group="open-domain")
     async def open_fleet_domain(self, link: HostLink, name: str) -> None:
         """The domain view for a fleet row: the app's client and host become the row's host's

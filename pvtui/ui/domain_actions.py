@@ -37,7 +37,8 @@ class DomainActions(EngineLinkApp):
             return screen.domain_name
         if isinstance(screen, DomainsScreen):
             return screen.selected_name
-        return None
+        row = getattr(screen, "selected_row", None)  # the fleet view: HOST/NAME, its host focused
+        return row.partition("/")[2] if isinstance(row, str) and row else None
 
     def _target(self) -> tuple[Client, str] | None:
         name = self.selected_domain()

@@ -23,7 +23,7 @@ from pvtui.domain.state import state_flag
 from pvtui.domain.units import MIB
 from pvtui.errors import PvtuiError
 from pvtui.ui import actions
-from pvtui.ui.dialogs import ConfirmDialog, ValueDialog
+from pvtui.ui.dialogs import ConfirmDialog, PickDialog, ValueDialog
 from pvtui.ui.format import measured, mib, migration_text
 from pvtui.ui.screens.filtering import FilteredTableScreen
 from pvtui.ui.table import LiveTable
@@ -127,6 +127,21 @@ class FleetScreen(FilteredTableScreen):
                     dimmed.append(key)
         self.table.sync_rows(rows)
         self.table.set_dimmed(dimmed)
+        self._focus_host()
+
+    @property
+    def selected_row(self) -> str | None:
+        """``HOST/NAME`` of the highlighted row (the app's own actions act on it, on its host)."""
+        return self.table.cursor_key
+
+    def _focus_host(self) -> None:
+        key = self.table.cursor_key
+        link = self.links.get(key.partition("/")[0]) if key else None
+        if link is not None:
+            self.app.focus_fleet_host(link)  # type: ignore[attr-defined]
+
+    def on_live_table_row_highlighted(self, event: LiveTable.RowHighlighted) -> None:
+        self._focus_host()
 
     def on_live_table_row_selected(self, event: LiveTable.RowSelected) -> None:
         """Enter opens the domain view on the row's own host (every action there acts on that host)."""
@@ -160,6 +175,21 @@ class FleetScreen(FilteredTableScreen):
             self.notify(exc.message, title=f"{link.name}: {exc.title}", severity="error", timeout=8)
             return
         self.notify(f"{link.name}: {title}")
+
+    @work(group="fleet-dialogs")
+    async def action_create(self) -> None:
+        """Create on which host first (the highlighted row's is offered first), then the app's own create."""
+        reachable = [name for name, link in self.links.items() if link.reachable]
+        if not reachable:
+            self.notify("No host answers.", title="Create", severity="warning")
+            return
+        key = self.table.cursor_key
+        current = key.partition("/")[0] if key else ""
+        choices = sorted(reachable, key=lambda name: name != current)
+        where = await self.app.push_screen_wait(PickDialog("Create on which host?", choices))
+        if where:
+            self.app.focus_fleet_host(self.links[where])  # type: ignore[attr-defined]
+            self.app.action_create()  # type: ignore[attr-defined]
 
     def action_pause(self) -> None:
         if picked := self._selected():
