@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from textual.app import App
-
 from pvtui.client import DomainSummary, HostInfo, MemoryInfo
 from pvtui.ui.screens.domains import DomainsScreen
+from pvtui.ui.theming import ThemedApp
 
 MIB = 1 << 20
 CSS = Path(__file__).resolve().parent.parent / "pvtui" / "ui" / "pvtui.tcss"
@@ -26,7 +25,9 @@ HOST = HostInfo(
 )
 
 
-def summary(name: str, domid: int, state: str, cpu: float, vcpus: tuple[int, int], memory: int) -> DomainSummary:
+def summary(
+    name: str, domid: int, state: str, cpu: float, vcpus: tuple[int, int], memory: int, crash_reason: str | None = None
+) -> DomainSummary:
     mem = MemoryInfo(memory, memory, 2 * memory, memory, memory, memory // 3, memory // 2)
     return DomainSummary(
         name=name,
@@ -43,6 +44,7 @@ def summary(name: str, domid: int, state: str, cpu: float, vcpus: tuple[int, int
         uptime_s=3725.0 * domid,
         weight=256,
         cap=0,
+        crash_reason=crash_reason,
     )
 
 
@@ -50,14 +52,17 @@ DOMAINS = [
     summary("web", 1, "running", 48.2, (2, 4), 128 * MIB),
     summary("cache", 2, "blocked", 3.1, (1, 2), 192 * MIB),
     summary("logger", 3, "blocked", 0.4, (1, 1), 64 * MIB),
+    summary("batch", 4, "running", 171.0, (2, 2), 9000 * MIB),
+    summary("paused", 5, "paused", 0.0, (1, 1), 64 * MIB),
+    summary("old", 6, "crashed", 0.0, (1, 1), 64 * MIB, "monitor process 4242 killed (ended without a word)"),
 ]
 
 
-class DomainsSnapshotApp(App[None]):
+class DomainsSnapshotApp(ThemedApp):
     CSS_PATH = str(CSS)
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, theme: str | None = None) -> None:
+        super().__init__(theme)
         self.screen_under_test = DomainsScreen()
 
     async def on_mount(self) -> None:
@@ -71,6 +76,7 @@ class DomainsSnapshotApp(App[None]):
                     (d.cpu_percent or 0.0) * (step + 1) / 10,
                     (d.vcpus_online, d.vcpus_max),
                     d.memory.boot_bytes,
+                    d.crash_reason,
                 )
                 for d in DOMAINS
             ]
@@ -99,7 +105,7 @@ REBALANCE_DOMAINS = [
 ]
 
 
-class RebalanceSnapshotApp(App[None]):
+class RebalanceSnapshotApp(ThemedApp):
     """The rebalance screen on fixed figures (its client is never used: nothing is applied)."""
 
     CSS_PATH = str(CSS)

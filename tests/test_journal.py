@@ -31,7 +31,9 @@ def test_the_journal_says_what_happened_and_survives_a_pvd_restart(engine: Engin
     # kill -9 of its monitor: the journal says so, with the cause.
     pid = engine.monitor_pids()["diary"]
     os.kill(pid, signal.SIGKILL)
-    assert wait_until(lambda: any("died" in str(e.get("crash_reason")) for e in entries(engine, "diary")), 10)
+    killed = f"monitor process {pid} killed"
+    assert wait_until(lambda: any(killed in str(e.get("crash_reason")) for e in entries(engine, "diary")), 10)
+    assert "monitor process" in engine.ok("events", "diary") and "killed" in engine.ok("events", "diary")
     # pvd restarts; the journal is still there and goes on.
     engine.ok("engine", "stop")
     assert wait_until(lambda: engine.cli("list").returncode != 0, 10)

@@ -1,5 +1,6 @@
 """Layout snapshots with fixed content (no engine, no clock): regenerate with --snapshot-update."""
 
+import pytest
 from snapshot_app import DomainsSnapshotApp, RebalanceSnapshotApp
 
 
@@ -18,3 +19,9 @@ def test_domains_view_sorted_by_cpu(snap_compare):
 def test_rebalance_suggestion_explains_itself(snap_compare):
     """g on fixed figures: every step with its reason, the host before and after, what it left (notes)."""
     assert snap_compare(RebalanceSnapshotApp(), press=["g"], terminal_size=(160, 30))
+
+
+@pytest.mark.parametrize("theme", ["textual-light", "pvtui-colour-blind", "ansi-dark", "monokai"])
+def test_state_and_level_colours_in_each_theme(snap_compare, theme):
+    """Running, blocked, paused and crashed rows apart, CPU% and MEM% shaded by level, in this theme."""
+    assert snap_compare(DomainsSnapshotApp(theme), terminal_size=(120, 16))

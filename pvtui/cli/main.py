@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the pvd to talk to: a name from pvtui host ls, local, unix:///path/pvd.sock or "
         "ssh://[user@]host[:port]; several, comma-separated, open the fleet view (default: pvtui host use, else local)",
     )
+    parser.add_argument(
+        "--theme",
+        metavar="NAME",
+        help="the TUI's theme (default $PVTUI_THEME, else textual-dark); pvtui-colour-blind is safe for the common "
+        "colour-vision deficiencies; the palette's 'Change theme' lists them all",
+    )
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
 
     def verb(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
@@ -116,9 +122,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except PvtuiError as exc:
             print(f"pvtui: {exc.title}\n  {exc.message}", file=sys.stderr)
             return ExitCode.INVALID
-        if len(chosen) > 1:  # several hosts: the fleet view
-            return tui_main(fleet=chosen)
-        return tui_main(host=chosen[0][1])
+        try:
+            if len(chosen) > 1:  # several hosts: the fleet view
+                return tui_main(fleet=chosen, theme=args.theme)
+            return tui_main(host=chosen[0][1], theme=args.theme)
+        except PvtuiError as exc:
+            print(f"pvtui: {exc.title}\n  {exc.message}", file=sys.stderr)
+            return ExitCode.INVALID
     try:
         return args.handler(args)
     except PvtuiError as exc:

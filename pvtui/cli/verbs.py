@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from pvtui.cli import colour
 from pvtui.cli.events import add_events_verb, cmd_events
 from pvtui.cli.exitcodes import ExitCode
 from pvtui.cli.moves import MOVE_VERBS, add_move_verbs
@@ -26,6 +27,7 @@ from pvtui.domain.cpuset import format_cpu_list
 from pvtui.domain.limits import SHUTDOWN_TIMEOUT_S
 from pvtui.domain.state import xl_flags
 from pvtui.domain.units import MIB
+from pvtui.levels import cpu_tone
 
 Verb = Callable[[Client, argparse.Namespace], Awaitable[int]]
 
@@ -39,15 +41,17 @@ async def cmd_list(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         _json(domains)
         return ExitCode.OK
+    on = colour.wanted(sys.stdout)
     print(f"{'Name':<20} {'ID':>4} {'Mem':>7} {'VCPUs':>5} {'State':<6} {'Time(s)':>9} {'CPU%':>6} {'HCALLS/s':>9}")
     for d in domains:
+        state = colour.paint(f"{'migrating' if d.migration else _state_column(d.state):<6}", d.state, on)
+        cpu = colour.paint(figure(d.cpu_percent, 6, 1), cpu_tone(d.cpu_percent, d.vcpus_online), on)
         print(
-            f"{d.name:<20} {d.domid:>4} {d.memory.held_bytes // MIB:>7} {d.vcpus_online:>5} "
-            f"{'migrating' if d.migration else _state_column(d.state):<6} "
-            f"{d.cpu_s:>9.1f} {figure(d.cpu_percent, 6, 1)} {figure(d.hypercalls_per_s, 9, 1)}"
+            f"{d.name:<20} {d.domid:>4} {d.memory.held_bytes // MIB:>7} {d.vcpus_online:>5} {state} "
+            f"{d.cpu_s:>9.1f} {cpu} {figure(d.hypercalls_per_s, 9, 1)}"
         )
         if d.crash_reason and d.state in ("crashed", "dying", "dead"):
-            print(f"{'':<20} crashed: {d.crash_reason}")
+            print(f"{'':<20} {colour.paint('crashed:', 'crashed', on)} {d.crash_reason}")
     return ExitCode.OK
 
 
@@ -178,12 +182,15 @@ async def cmd_console(client: Client, args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _format_record(record: HypercallInfo, start_ns: int) -> str:
+def _format_record(record: HypercallInfo, start_ns: int, on: bool = False) -> str:
+    """One hypercall as a line; on a terminal a failed one's result and a bounced trap's name are coloured."""
     args = " ".join(f"{a:#x}" for a in record.args)
     mc = " (mc)" if record.in_multicall else ""
+    op = colour.paint(f"{record.op + mc:<22}", "bounced" if record.op.startswith("trap_") else None, on)
+    result = colour.paint(f"{record.result:<8}", "failed" if record.result < 0 else None, on)
     return (
-        f"{(record.time_ns - start_ns) / 1e9:>12.6f} vcpu{record.vcpu:<2} {record.op + mc:<22} {args:<60} "
-        f"-> {record.result:<8} {record.latency_ns / 1000:>9.1f} us"
+        f"{(record.time_ns - start_ns) / 1e9:>12.6f} vcpu{record.vcpu:<2} {op} {args:<60} "
+        f"-> {result} {record.latency_ns / 1000:>9.1f} us"
     )
 
 
@@ -194,10 +201,11 @@ async def cmd_log(client: Client, args: argparse.Namespace) -> int:
     def wanted(record: HypercallInfo) -> bool:
         return (not args.op or record.op in args.op) and (args.vcpu is None or record.vcpu == args.vcpu)
 
+    on = colour.wanted(sys.stdout)
     records = [r for r in await client.hypercalls(args.domain, limit=100_000) if wanted(r)][-args.lines :]
     start_ns = records[0].time_ns if records else time.monotonic_ns()
     for record in records:
-        print(json.dumps(asdict(record)) if args.json else _format_record(record, start_ns))
+        print(json.dumps(asdict(record)) if args.json else _format_record(record, start_ns, on))
     if not args.follow:
         return ExitCode.OK
     sys.stdout.flush()
@@ -211,7 +219,7 @@ async def cmd_log(client: Client, args: argparse.Namespace) -> int:
         for raw in event.get("data") or []:
             record = HypercallInfo.from_dict(raw)
             if record.seq > last and wanted(record):
-                print(json.dumps(raw) if args.json else _format_record(record, start_ns), flush=True)
+                print(json.dumps(raw) if args.json else _format_record(record, start_ns, on), flush=True)
             last = max(last, record.seq)
     return ExitCode.OK
 

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import time
 from typing import Any
@@ -163,8 +164,10 @@ class PvdMonitors(PvdStats):
             return
         if self.oom.was_killed(record.pid):
             reason = f"monitor process {record.pid} {OOM_REASON}"
-        else:
-            reason = f"monitor process {record.pid} died"
+        elif _ended_with_traceback(record.name):
+            reason = f"monitor process {record.pid} exited with an engine error (see its log)"
+        else:  # it said nothing: no exit of its own makes no report
+            reason = f"monitor process {record.pid} killed (ended without a word: SIGKILL or another fatal signal)"
         log.warning("%s: %s; on_crash=%s", record.name, reason, record.config.on_crash)
         record.crash_reason = reason
         action = record.config.on_crash
@@ -299,3 +302,19 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def _ended_with_traceback(name: str) -> bool:
+    """The monitor's log *ends* with a Python traceback: it exited on an engine error, it was not killed."""
+    try:
+        with open(paths.monitor_log(name), "rb") as log_file:
+            log_file.seek(0, os.SEEK_END)
+            log_file.seek(max(0, log_file.tell() - 4096))
+            tail = log_file.read().decode(errors="replace")
+    except OSError:
+        return False
+    lines = [line for line in tail.splitlines() if line.strip()]
+    return bool(lines) and "Traceback (most recent call last)" in tail and bool(_EXCEPTION_LINE.match(lines[-1]))
+
+
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b")

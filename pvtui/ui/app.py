@@ -44,8 +44,9 @@ class PvtuiApp(DomainActions):
         domains_dir: Path | None = None,
         host: HostUri | None = None,
         fleet: list[tuple[str, HostUri]] | None = None,
+        theme: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(theme)
         #: Several hosts at once (pvtui -H a,b): the fleet view, one link per host.
         self.fleet = fleet
         self.domains_dir = domains_dir or default_domains_dir()
@@ -147,7 +148,10 @@ class PvtuiApp(DomainActions):
 
 
 def main(
-    domains_dir: Path | None = None, host: HostUri | None = None, fleet: list[tuple[str, HostUri]] | None = None
+    domains_dir: Path | None = None,
+    host: HostUri | None = None,
+    fleet: list[tuple[str, HostUri]] | None = None,
+    theme: str | None = None,
 ) -> int:
-    PvtuiApp(domains_dir, host=host, fleet=fleet).run()
+    PvtuiApp(domains_dir, host=host, fleet=fleet, theme=theme).run()
     return 0

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from textual import work
-from textual.app import App
 from textual.message import Message
 from textual.notifications import SeverityLevel
 
@@ -29,6 +28,7 @@ from pvtui.domain.model import DomainInfo
 from pvtui.ui.screens.domain import DomainScreen
 from pvtui.ui.screens.domains import DomainsScreen
 from pvtui.ui.table import LiveTable
+from pvtui.ui.theming import ThemedApp
 
 #: The highlighted domain's figures are fetched ahead (once a second and after
 #: the cursor settles); Enter uses them while they are this fresh.
@@ -59,7 +59,7 @@ class StatsTick(Message):
     host: HostInfo | None
 
 
-class EngineLinkApp(App[None]):
+class EngineLinkApp(ThemedApp):
     """The app's engine side (``PvtuiApp`` adds the screens and the actions)."""
 
     domains_dir: Path

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 from functools import lru_cache
 
+from pvtui.domain.state import state_flag
 from pvtui.domain.units import MIB
 
 SPARK = " ▁▂▃▄▅▆▇█"
@@ -92,3 +93,27 @@ def migration_text(progress: dict[str, object]) -> str:
     if stage == "stopped":
         return "⇄ stop&copy"
     return f"⇄ r{progress.get('round', 0)} {min(100, int(100 * sent / total))}%"
+
+
+def short_reason(crash_reason: str | None) -> str:
+    """Why a domain crashed, in a few words for its row (the domain view and ``pvtui events`` say it all)."""
+    if not crash_reason:
+        return ""
+    text = crash_reason.splitlines()[0]
+    if "OOM killer" in text:
+        return "OOM-killed"
+    if text.startswith("monitor process") and " killed" in text:
+        return "monitor killed"
+    if "engine error" in text:
+        return "engine error"
+    if text.startswith("vCPU ") and ": " in text:
+        text = text.split(": ", 1)[1]
+    return text if len(text) <= 28 else text[:27] + "…"
+
+
+def state_text(state: str, crash_reason: str | None, migration: dict[str, object] | None) -> str:
+    """A row's STATE cell: the xl letter and the state, a crash's reason, or a migration's progress."""
+    if migration:
+        return migration_text(migration)
+    why = short_reason(crash_reason) if state == "crashed" else ""
+    return f"{state_flag(state)} {state}" + (f": {why}" if why else "")

@@ -5,7 +5,9 @@ render cache whenever any cell changes, so one changed figure in a 100-row
 table redraws every visible cell: ~115 ms on these machines, once a second.
 Here a row is one pre-padded string and one style, a changed row repaints
 one line, and a full repaint of a 40-line table costs about a millisecond.
-The price is plain text only: no markup, no per-cell styles.
+The price is plain text: no markup. A cell may carry a *tone*
+(:class:`pvtui.ui.tones.Toned`): its span is drawn in the theme's colour for
+that tone (the app's ``tone_styles``), except on the cursor row and greyed rows.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 
 from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
+from rich.style import Style
 from textual import events
 from textual.binding import Binding
 from textual.geometry import Region, Size
@@ -23,7 +26,11 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from pvtui.ui.tones import Toned
+
 Row = tuple[str, Sequence[str]]
+#: (first character, end character, tone) of each toned cell of a line.
+Spans = tuple[tuple[int, int, str], ...]
 
 
 @dataclass
@@ -128,6 +135,8 @@ class LiveTable(ScrollView, can_focus=True):
         self._index: dict[str, int] = {}  # key -> position counted from the last set_rows
         self._dropped = 0  # rows trimmed off the front since then
         self._lines: list[str] = []
+        self._spans: list[Spans] = []
+        self._tone_styles: Mapping[str, Style] = {}
         self._widths = [cell_len(label) for label in self._labels]
         self._header = ""
         #: Rows shown greyed (a host that cannot be reached, say), by key.
@@ -210,6 +219,7 @@ class LiveTable(ScrollView, can_focus=True):
             return
         for index in changed:
             self._lines[index] = self._line(self._cells[index])
+            self._spans[index] = self._spans_of(self._cells[index])
         self._refresh_rows(changed)
 
     def add_rows(self, rows: Iterable[Row], keep: int | None = None) -> None:
@@ -229,6 +239,7 @@ class LiveTable(ScrollView, can_focus=True):
             for key in self._keys[:drop]:
                 del self._index[key]
             del self._keys[:drop], self._cells[:drop], self._lines[: min(drop, len(self._lines))]
+            del self._spans[: min(drop, len(self._spans))]
             self._dropped += drop
             first_new = max(0, first_new - drop)
             self._set_cursor(max(0, self.cursor_row - drop))
@@ -237,8 +248,9 @@ class LiveTable(ScrollView, can_focus=True):
         if True in [self._widen(cells) for cells in self._cells[first_new:]]:  # widen for every row
             self._relayout()
             return
-        del self._lines[first_new:]
+        del self._lines[first_new:], self._spans[first_new:]
         self._lines.extend(self._line(cells) for cells in self._cells[first_new:])
+        self._spans.extend(self._spans_of(cells) for cells in self._cells[first_new:])
         self.virtual_size = Size(self._total_width(), self.row_count + 1)
         self.refresh()
 
@@ -333,12 +345,23 @@ class LiveTable(ScrollView, can_focus=True):
             for cell, width in zip(cells, self._widths, strict=False)
         )
 
+    def _spans_of(self, cells: Sequence[str]) -> Spans:
+        """Where each toned cell's text sits in its line (character offsets, padding excluded)."""
+        spans = []
+        start = 0
+        for cell, width in zip(cells, self._widths, strict=False):
+            if isinstance(cell, Toned):
+                spans.append((start + 1, start + 1 + len(cell), cell.tone))
+            start += 2 + (width if cell.isascii() else len(set_cell_size(cell, width)))
+        return tuple(spans)
+
     def _total_width(self) -> int:
         return sum(self._widths) + 2 * len(self._widths)
 
     def _relayout(self) -> None:
         self._header = self._line(self._labels)
         self._lines = [self._line(cells) for cells in self._cells]
+        self._spans = [self._spans_of(cells) for cells in self._cells]
         self.virtual_size = Size(self._total_width(), self.row_count + 1)
         self.refresh()
 
@@ -359,6 +382,7 @@ class LiveTable(ScrollView, can_focus=True):
             base + self.get_component_rich_style("live-table--even-row"),
             base + self.get_component_rich_style("live-table--dimmed"),
         )
+        self._tone_styles = getattr(self.app, "tone_styles", None) or {}
         return super().render_lines(crop)
 
     def render_line(self, y: int) -> Strip:
@@ -376,13 +400,26 @@ class LiveTable(ScrollView, can_focus=True):
                 style = cursor
             elif self._dimmed and self._keys[index] in self._dimmed:
                 style = dimmed
-            elif self.zebra_stripes and index % 2:
-                style = even
             else:
-                style = base
+                style = even if self.zebra_stripes and index % 2 else base
+                if self._spans[index] and self._tone_styles:
+                    return self._toned_line(text, self._spans[index], style, scroll_x, width)
         if scroll_x == 0:  # the usual case: one string cut or padded to the width, one Strip
             return Strip([Segment(set_cell_size(text, width), style)], width)
         return Strip([Segment(text, style)]).crop(scroll_x, scroll_x + width).extend_cell_length(width, style)
+
+    def _toned_line(self, text: str, spans: Spans, style: Style, scroll_x: int, width: int) -> Strip:
+        segments, at = [], 0
+        for start, end, tone in spans:
+            tone_style = self._tone_styles.get(tone)
+            if tone_style is None:
+                continue
+            if start > at:
+                segments.append(Segment(text[at:start], style))
+            segments.append(Segment(text[start:end], style + tone_style))
+            at = end
+        segments.append(Segment(text[at:], style))
+        return Strip(segments).crop(scroll_x, scroll_x + width).extend_cell_length(width, style)
 
     def on_resize(self) -> None:
         self._scroll_to_cursor()

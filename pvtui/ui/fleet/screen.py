@@ -19,14 +19,14 @@ from textual.widgets import Input, Static
 from pvtui.client import DomainSummary, EngineError
 from pvtui.client.hosts import host_target
 from pvtui.client.moves import Endpoint, move_domain
-from pvtui.domain.state import state_flag
 from pvtui.domain.units import MIB
 from pvtui.errors import PvtuiError
 from pvtui.ui import actions
 from pvtui.ui.dialogs import ConfirmDialog, PickDialog, ValueDialog
-from pvtui.ui.format import measured, mib, migration_text
+from pvtui.ui.format import measured, mib, state_text
 from pvtui.ui.screens.filtering import FilteredTableScreen
 from pvtui.ui.table import LiveTable
+from pvtui.ui.tones import cpu_tone, state_tone, toned
 from pvtui.ui.widgets import KeyBar, LiveText
 
 if TYPE_CHECKING:
@@ -47,12 +47,11 @@ MEMORY_STEP = 64 * MIB
 
 
 def fleet_row(host: str, d: DomainSummary) -> list[str]:
-    state = migration_text(d.migration) if d.migration else f"{state_flag(d.state)} {d.state}"
     return [
         host,
         d.name,
-        state,
-        measured(d.cpu_percent),
+        toned(state_text(d.state, d.crash_reason, d.migration), state_tone(d.state)),
+        toned(measured(d.cpu_percent), cpu_tone(d.cpu_percent, d.vcpus_online)),
         f"{d.vcpus_online}/{d.vcpus_max}",
         mib(d.memory.held_bytes),
         f"{mib(d.memory.target_bytes)}/{mib(d.memory.held_bytes)}",

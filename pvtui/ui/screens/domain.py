@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from rich.markup import escape
 from textual import events, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -19,6 +21,7 @@ from pvtui.domain.model import DomainInfo, DomainStats, MemoryInfo, VcpuInfo
 from pvtui.ui import actions
 from pvtui.ui.format import History, bar, duration, measured, mib, migration_text, spark
 from pvtui.ui.table import LiveTable
+from pvtui.ui.tones import level_tone, state_tone, toned
 from pvtui.ui.widgets import KeyBar, LiveText, TabBar
 
 MAX_LOG_ROWS = 1500
@@ -32,6 +35,8 @@ VCPU_COLUMNS = [
     ("pin", "PINNED"),
     ("calls", "HCALLS"),
 ]
+#: A vCPU's state as the domain states it resembles (running, blocked, paused).
+VCPU_STATE_TONES = {"running": "running", "blocked": "blocked", "paused": "paused"}
 RECORD_COLUMNS = [
     ("t", "TIME(s)"),
     ("vcpu", "VCPU"),
@@ -55,10 +60,12 @@ MEMORY_ROWS = [
 ]
 
 
-def memory_gauge(memory: MemoryInfo) -> str:
+def memory_gauge(memory: MemoryInfo, tone: Callable[[str, str | None], str] = lambda text, _tone: text) -> str:
+    """One bar per figure against the domain's ceiling, shaded by how near to it (tones.py's levels)."""
     top = max(memory.max_bytes, memory.present_bytes, 1)
     return "\n".join(
-        f"{label:>10} {bar(getattr(memory, key) / top, 18)} {mib(getattr(memory, key)):>6} {source}"
+        f"{label:>10} {tone(bar(getattr(memory, key) / top, 18), level_tone(getattr(memory, key) / top))} "
+        f"{mib(getattr(memory, key)):>6} {source}"
         for label, key, source in MEMORY_ROWS
     )
 
@@ -245,12 +252,13 @@ class DomainScreen(Screen[None]):
         self.last_info = info
         d, stats = info.summary, info.stats
         abi = "Xen PV" if d.personality == "xen" else "pvtui ABI"
+        tone = getattr(self.app, "tone", lambda text, _tone: text)
         flags = (
-            f"{d.state}  {abi}  domid {d.domid}  up {duration(d.uptime_s)}  "
+            f"{tone(d.state, state_tone(d.state))}  {abi}  domid {d.domid}  up {duration(d.uptime_s)}  "
             f"weight {d.weight} cap {d.cap}  guest CPU {measured(d.cpu_percent, 0)}%  "
             f"engine {_engine_percent(d.engine_cpu_percent)}"
         )
-        reason = f" │ [red]{d.crash_reason}[/red]" if d.crash_reason else ""
+        reason = f" │ {tone(escape(d.crash_reason), 'crashed')}" if d.crash_reason else ""
         if d.migration:
             progress = d.migration
             expected = progress.get("expected_downtime_ms")
@@ -259,7 +267,7 @@ class DomainScreen(Screen[None]):
                 f"downtime ~{expected if expected is not None else '?'} ms (M cancels)"
             )
         self.query_one("#title", LiveText).show(f"{self.domain_name} │ {flags}{reason}")
-        self.query_one("#memory", LiveText).show(memory_gauge(stats.memory if stats else MemoryInfo()))
+        self.query_one("#memory", LiveText).show(memory_gauge(stats.memory if stats else MemoryInfo(), tone))
         self._update_vcpus(stats.vcpus if stats else [], stats.sampled_s if stats else None)
         self._update_rates(stats, info.op_rates)
 
@@ -278,11 +286,12 @@ class DomainScreen(Screen[None]):
             pct = vcpu.cpu_percent
             if new_sample and pct is not None:
                 self.history.add(key, pct)
+            level = level_tone(pct / 100 if pct is not None else None)
             rows[key] = [
                 key,
-                vcpu.state if vcpu.online else "offline",
-                bar(pct / 100, 16) if pct is not None else " " * 16,
-                measured(pct),
+                toned(vcpu.state, VCPU_STATE_TONES.get(vcpu.state)) if vcpu.online else "offline",
+                toned(bar(pct / 100, 16), level) if pct is not None else " " * 16,
+                toned(measured(pct), level),
                 spark(list(self.history.get(key))[-12:], 100, 12),
                 "-" if vcpu.host_cpu is None or not vcpu.online else str(vcpu.host_cpu),
                 format_cpu_list(vcpu.affinity) if vcpu.affinity else "all",
@@ -334,9 +343,9 @@ class DomainScreen(Screen[None]):
             cells = [
                 f"{(record.time_ns - self.log_start_ns) / 1e9:10.4f}",
                 str(record.vcpu),
-                op,
+                toned(op, "bounced" if record.op.startswith("trap_") else None),
                 args,
-                str(record.result),
+                toned(str(record.result), "failed" if record.result < 0 else None),
                 f"{record.latency_ns / 1000:.1f}",
             ]
             rows.append((str(record.seq), cells))

@@ -10,11 +10,11 @@ from textual.message import Message
 from textual.widgets import Input, Static
 
 from pvtui.client import DomainSummary, HostInfo
-from pvtui.domain.state import state_flag
 from pvtui.ui import actions
-from pvtui.ui.format import History, duration, measured, mib, migration_text, spark
+from pvtui.ui.format import History, duration, measured, mib, spark, state_text
 from pvtui.ui.screens.filtering import FilteredTableScreen
 from pvtui.ui.table import LiveTable
+from pvtui.ui.tones import cpu_tone, mem_tone, state_tone, toned
 from pvtui.ui.widgets import KeyBar, LiveText
 
 COLUMNS: list[tuple[str, str]] = [
@@ -75,17 +75,18 @@ def commit_text(host: HostInfo) -> str:
 def row_cells(d: DomainSummary, history: History, memory_total: int) -> dict[str, str]:
     cpu_series = list(history.get(f"cpu:{d.name}"))[-SPARK_WIDTH:]
     mem_series = list(history.get(f"mem:{d.name}"))[-SPARK_WIDTH:]
+    share = d.memory.held_bytes / max(memory_total, 1)
     return {
         "name": d.name,
-        "state": migration_text(d.migration) if d.migration else f"{state_flag(d.state)} {d.state}",
-        "cpu_pct": measured(d.cpu_percent),
+        "state": toned(state_text(d.state, d.crash_reason, d.migration), state_tone(d.state)),
+        "cpu_pct": toned(measured(d.cpu_percent), cpu_tone(d.cpu_percent, d.vcpus_online)),
         "cpu_hist": spark(cpu_series, max(100.0, *cpu_series, 0.0), SPARK_WIDTH),
         "vcpus": f"{d.vcpus_online}/{d.vcpus_max}",
         "mem": mib(d.memory.held_bytes),
         "mem_hist": spark(mem_series, max(d.memory.max_bytes, 1), SPARK_WIDTH),
         "balloon": f"{mib(d.memory.target_bytes)}/{mib(d.memory.held_bytes)}",
         "maxmem": mib(d.memory.max_bytes),
-        "mem_pct": f"{100 * d.memory.held_bytes / max(memory_total, 1):4.1f}",
+        "mem_pct": toned(f"{100 * share:4.1f}", mem_tone(share)),
         "cpu_s": f"{d.cpu_s:8.1f}",
         "hcalls": measured(d.hypercalls_per_s, 8),
         "uptime": duration(d.uptime_s),
