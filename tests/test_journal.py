@@ -50,3 +50,50 @@ def test_since_takes_ago_and_clock_times() -> None:
     assert abs(parse_since("2h") - (now - 7200)) < 2
     assert parse_since("2026-01-02 03:04") < now
     assert parse_since("00:00") <= now
+
+
+async def test_events_pane_and_a_crashed_row_say_what_happened(engine: Engine) -> None:
+    """Home: every domain's events; the domain view (j): its own; a monitor killed -9: the row says so."""
+    from test_ui import start, until
+
+    from pvtui.ui.app import PvtuiApp
+    from pvtui.ui.events_pane import EventsTable
+    from pvtui.ui.screens.domain import DomainScreen
+
+    engine.ok("create", engine.define("noted", "memory: 32M\non_crash: preserve\n"))
+    engine.ok("create", engine.define("other", "memory: 32M\n"))
+    app = PvtuiApp(engine.domains)
+    try:
+        async with app.run_test(size=(120, 36)) as pilot:
+            await start(app, pilot, ("noted", "other"))
+            pane = app.domains_screen.query_one("#events", EventsTable)
+            assert not pane.has_class("hidden"), "a tall terminal shows the pane at start"
+
+            def pane_has(what: str, domain: str) -> bool:
+                return any(row[1] == domain and row[2] == what for row in (pane.get_row(k) for k in pane.row_keys))
+
+            assert await until(pilot, lambda: pane_has("request:create", "other"))
+            engine.ok("pause", "noted")  # a change made elsewhere arrives as it happens
+            assert await until(pilot, lambda: pane_has("request:pause", "noted"))
+            engine.ok("unpause", "noted")
+            pid = engine.monitor_pids()["noted"]
+            os.kill(pid, signal.SIGKILL)
+            table = app.domains_screen.table
+            assert await until(
+                pilot, lambda: "noted" in table.row_keys and "monitor killed" in table.get_cell("noted", "state")
+            )
+            assert await until(pilot, lambda: any("killed" in pane.get_row(k)[3] for k in pane.row_keys))
+            await pilot.press("j")
+            assert pane.has_class("hidden")
+            # The domain view's events tab: this domain's only.
+            table.move_cursor(table.get_row_index("other"))
+            await pilot.press("enter")
+            assert await until(pilot, lambda: isinstance(app.screen, DomainScreen))
+            await pilot.press("j")
+            events = app.screen.query_one("#events", EventsTable)
+            assert await until(pilot, lambda: events.row_count > 0 and events.region.height > 0)
+            whats = [events.get_row(k)[1] for k in events.row_keys]
+            assert "request:create" in whats and "request:pause" not in whats, whats
+    finally:
+        engine.cli("destroy", "noted")
+        engine.cli("destroy", "other")

@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+from pvtui.cli import colour
 from pvtui.cli.exitcodes import ExitCode
 from pvtui.client import Client, EngineError
+from pvtui.client.journal import JournalEntry
 
 _AGO = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -38,11 +41,10 @@ def parse_since(text: str) -> float:
     raise EngineError(f"Bad --since {text!r}", "Give 10m, 2h, 1d (ago), HH:MM, or YYYY-MM-DD HH:MM[:SS].", "bad_args")
 
 
-def format_entry(entry: dict[str, Any]) -> str:
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.get("time", 0)))
-    skip = {"time", "domain", "what", "as_of"}
-    detail = "  ".join(f"{k}={v}" for k, v in entry.items() if k not in skip and v not in (None, "", {}))
-    return f"{stamp}  {entry.get('domain') or '-':<16} {entry.get('what', '')}  {detail}".rstrip()
+def format_entry(entry: dict[str, Any], on: bool = False) -> str:
+    """One journal entry as a line; on a terminal a crash or a refusal is coloured."""
+    parsed = JournalEntry.from_dict(entry)
+    return colour.paint(parsed.line(), parsed.tone, on)
 
 
 async def cmd_events(client: Client, args: argparse.Namespace) -> int:
@@ -53,14 +55,15 @@ async def cmd_events(client: Client, args: argparse.Namespace) -> int:
         call["since"] = parse_since(args.since)
     if args.follow:
         await client.subscribe(["journal"], [args.domain] if args.domain else None)
+    on = colour.wanted(sys.stdout)
     for entry in await client.call("events", **call):
-        print(json.dumps(entry) if args.json else format_entry(entry), flush=True)
+        print(json.dumps(entry) if args.json else format_entry(entry, on), flush=True)
     if not args.follow:
         return ExitCode.OK
     async for event in client.events():
         if event.get("event") == "journal":
             entry = event.get("data") or {}
-            print(json.dumps(entry) if args.json else format_entry(entry), flush=True)
+            print(json.dumps(entry) if args.json else format_entry(entry, on), flush=True)
     return ExitCode.OK
 
 

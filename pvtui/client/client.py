@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from pvtui.client.journal import JournalEntry
 from pvtui.client.models import (
     Destroyed,
     DomainInfo,
@@ -207,6 +208,17 @@ class Client:
 
     async def hypercalls(self, name: str, after: int = 0, limit: int = 1000) -> list[HypercallInfo]:
         return [HypercallInfo.from_dict(r) for r in await self.call("hypercalls", name=name, after=after, limit=limit)]
+
+    async def journal(
+        self, domain: str | None = None, since: float | None = None, limit: int = 1000
+    ) -> list[JournalEntry]:
+        """pvd's journal, oldest first: what happened (to ``domain``, or to all), since a time."""
+        args: dict[str, Any] = {"limit": limit}
+        if domain is not None:
+            args["domain"] = domain
+        if since is not None:
+            args["since"] = since
+        return [JournalEntry.from_dict(entry) for entry in await self.call("events", **args)]
 
     async def subscribe(self, topics: list[str], domains: list[str] | None = None) -> None:
         args: dict[str, Any] = {"topics": topics}

@@ -82,6 +82,8 @@ HOME = [
         "sort by the column left / right (every column)"),
     _one("slash", "filter", "`/`", "Filter", "filter domains by name", show=True),
     _one("escape", "clear_filter", "`escape`", "Clear filter", "clear the filter"),
+    _one("j", "toggle_events", "`j`", "Events", "show / hide the events pane: what happened to every domain, when, why",
+         cli="`pvtui events -f`", show=True),
 ]  # fmt: skip
 
 #: The domain view (every APP key works there too).
@@ -93,6 +95,8 @@ DOMAIN_VIEW = [
     _one("l", "show_tab('log')", "`l`", "Log", "the hypercall log", cli="`pvtui log`", show=True),
     _one("t", "show_tab('rates')", "`t`", "Rates", "per-op counts and rates", cli="`pvtui log --stats`", show=True),
     _one("c", "show_tab('console')", "`c`", "Console", "the console", cli="`pvtui console`", show=True),
+    _one("j", "show_tab('events')", "`j`", "Events", "this domain's events: what happened, when, why",
+         cli="`pvtui events DOM`", show=True),
 ]  # fmt: skip
 
 EDITOR = [

@@ -24,6 +24,7 @@ from textual.notifications import SeverityLevel
 from pvtui.client import Client, DomainSummary, EngineError, HostInfo
 from pvtui.client.connect import connect_host, start_engine_on
 from pvtui.client.hosts import HostUri
+from pvtui.client.journal import JournalEntry
 from pvtui.domain.model import DomainInfo
 from pvtui.ui.screens.domain import DomainScreen
 from pvtui.ui.screens.domains import DomainsScreen
@@ -86,7 +87,7 @@ class EngineLinkApp(ThemedApp):
             try:
                 self.client = await connect_host(self.host_uri, start=start, domains_dir=self.domains_dir)
                 events = await connect_host(self.host_uri)
-                await events.subscribe(["stats", "state", "lifecycle", "migration"])
+                await events.subscribe(["stats", "state", "lifecycle", "migration", "journal"])
                 self.domains_screen.engine_note = None
                 told_down = False
                 await self.reload()
@@ -163,6 +164,7 @@ class EngineLinkApp(ThemedApp):
             return
         self.host = await self.client.host()
         listed = await self.client.list_domains()
+        self.domains_screen.add_events(await self.client.journal(limit=100))
         self.domains = {d.name: self.domains.get(d.name, d) for d in listed}
         self._take_newer(listed)
         self.push_data(sample=True)
@@ -206,7 +208,18 @@ class EngineLinkApp(ThemedApp):
             progress = None if data.get("stage") == "done" else data
             self.domains[name] = dataclasses.replace(self.domains[name], migration=progress)
             self.push_data(sample=False)
-        elif kind == "lifecycle" and data.get("what") in ("restarted", "preserved", "crash_loop", "destroyed"):
+        elif kind == "lifecycle" and data.get("crash_reason") and isinstance(name, str) and name in self.domains:
+            # The cause reaches the row now, not at the next figures (a domain whose monitor is gone sends none).
+            self.domains[name] = dataclasses.replace(self.domains[name], crash_reason=data["crash_reason"])
+            self.push_data(sample=False)
+            self._notify_lifecycle(name, data)
+        elif kind == "journal":
+            self.domains_screen.add_events([JournalEntry.from_dict(data)])
+        elif kind == "lifecycle":
+            self._notify_lifecycle(name, data)
+
+    def _notify_lifecycle(self, name: object, data: dict[str, Any]) -> None:
+        if data.get("what") in ("restarted", "preserved", "crash_loop", "destroyed"):
             reason = data.get("crash_reason") or data.get("reason")
             crashed = data.get("reason") == "crash" or data.get("what") == "crash_loop"
             severity: SeverityLevel = "warning" if crashed else "information"

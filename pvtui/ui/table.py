@@ -122,10 +122,12 @@ class LiveTable(ScrollView, can_focus=True):
         columns: Sequence[tuple[str, str]],
         *,
         zebra_stripes: bool = False,
+        drop_order: Sequence[str] = (),
         id: str | None = None,
         classes: str | None = None,
     ) -> None:
-        """``columns``: (key, label) pairs."""
+        """``columns``: (key, label) pairs; ``drop_order``: the columns to leave out, first first,
+        while the table is wider than its widget (as htop and k9s narrow, instead of a scrollbar)."""
         super().__init__(id=id, classes=classes)
         self.column_keys = [key for key, _ in columns]
         self._labels = [label for _, label in columns]
@@ -138,6 +140,9 @@ class LiveTable(ScrollView, can_focus=True):
         self._spans: list[Spans] = []
         self._tone_styles: Mapping[str, Style] = {}
         self._widths = [cell_len(label) for label in self._labels]
+        self.drop_order = tuple(drop_order)
+        #: Columns left out because the widget is too narrow for them (indexes).
+        self._hidden: frozenset[int] = frozenset()
         self._header = ""
         #: Rows shown greyed (a host that cannot be reached, say), by key.
         self._dimmed: frozenset[str] = frozenset()
@@ -318,6 +323,8 @@ class LiveTable(ScrollView, can_focus=True):
     def _column_at(self, x: int) -> int | None:
         left = 0
         for column, width in enumerate(self._widths):
+            if column in self._hidden:
+                continue
             left += width + 2
             if x < left:
                 return column
@@ -340,25 +347,45 @@ class LiveTable(ScrollView, can_focus=True):
         return grew
 
     def _line(self, cells: Sequence[str]) -> str:
+        hidden = self._hidden
         return "".join(
             f" {cell.ljust(width) if cell.isascii() else set_cell_size(cell, width)} "  # cells never exceed widths
-            for cell, width in zip(cells, self._widths, strict=False)
+            for column, (cell, width) in enumerate(zip(cells, self._widths, strict=False))
+            if column not in hidden
         )
 
     def _spans_of(self, cells: Sequence[str]) -> Spans:
         """Where each toned cell's text sits in its line (character offsets, padding excluded)."""
         spans = []
         start = 0
-        for cell, width in zip(cells, self._widths, strict=False):
+        for column, (cell, width) in enumerate(zip(cells, self._widths, strict=False)):
+            if column in self._hidden:
+                continue
             if isinstance(cell, Toned):
                 spans.append((start + 1, start + 1 + len(cell), cell.tone))
             start += 2 + (width if cell.isascii() else len(set_cell_size(cell, width)))
         return tuple(spans)
 
     def _total_width(self) -> int:
-        return sum(self._widths) + 2 * len(self._widths)
+        return sum(width + 2 for column, width in enumerate(self._widths) if column not in self._hidden)
+
+    def _fit_columns(self) -> bool:
+        """Leave out columns of ``drop_order`` until the rest fit the widget; True if that changed."""
+        width, hidden = self.size.width, set()
+        if width > 0 and self.drop_order:
+            total = sum(w + 2 for w in self._widths)
+            for key in self.drop_order:
+                if total <= width:
+                    break
+                column = self.column_keys.index(key)
+                hidden.add(column)
+                total -= self._widths[column] + 2
+        changed = hidden != self._hidden
+        self._hidden = frozenset(hidden)
+        return changed
 
     def _relayout(self) -> None:
+        self._fit_columns()
         self._header = self._line(self._labels)
         self._lines = [self._line(cells) for cells in self._cells]
         self._spans = [self._spans_of(cells) for cells in self._cells]
@@ -422,4 +449,6 @@ class LiveTable(ScrollView, can_focus=True):
         return Strip(segments).crop(scroll_x, scroll_x + width).extend_cell_length(width, style)
 
     def on_resize(self) -> None:
+        if self._fit_columns():
+            self._relayout()
         self._scroll_to_cursor()

@@ -93,7 +93,7 @@ class FleetScreen(FilteredTableScreen):
         yield Input(
             placeholder="filter: a name, or host:NAME (Enter to apply, Esc to clear)", id="filter", classes="hidden"
         )
-        yield LiveTable(COLUMNS, zebra_stripes=True, id="fleet")
+        yield LiveTable(COLUMNS, zebra_stripes=True, drop_order=("id", "balloon", "hcalls"), id="fleet")
         yield Static("", id="status")
         yield KeyBar()
 

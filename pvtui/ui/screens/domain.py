@@ -16,9 +16,11 @@ from textual.widgets import ContentSwitcher, Input, RichLog, Static
 from pvtui.client import Client, EngineError, HypercallInfo
 from pvtui.client.connect import connect_host
 from pvtui.client.hosts import HostUri
+from pvtui.client.journal import JournalEntry
 from pvtui.domain.cpuset import format_cpu_list
 from pvtui.domain.model import DomainInfo, DomainStats, MemoryInfo, VcpuInfo
 from pvtui.ui import actions
+from pvtui.ui.events_pane import EventsTable
 from pvtui.ui.format import History, bar, duration, measured, mib, migration_text, spark
 from pvtui.ui.table import LiveTable
 from pvtui.ui.tones import level_tone, state_tone, toned
@@ -45,7 +47,7 @@ RECORD_COLUMNS = [
     ("result", "RESULT"),
     ("lat", "LAT(us)"),
 ]
-TABS = [("log", "Hypercall log"), ("rates", "Rates"), ("console", "Console")]
+TABS = [("log", "Hypercall log"), ("rates", "Rates"), ("console", "Console"), ("events", "Events")]
 RATE_COLUMNS = [("op", "OP"), ("count", "COUNT"), ("share", "%"), ("avg", "AVG/s"), ("now", "NOW/s")]
 
 
@@ -123,6 +125,13 @@ class DomainScreen(Screen[None]):
         replace: bool = False  # the whole console so far, sent when (re)starting to follow
 
     @dataclass
+    class Journal(Message):
+        """pvd's journal entries about the domain shown."""
+
+        domain: str
+        entries: list[JournalEntry]
+
+    @dataclass
     class Info(Message):
         domain: str
         info: DomainInfo
@@ -172,6 +181,7 @@ class DomainScreen(Screen[None]):
                 yield LiveTable(RECORD_COLUMNS, id="records")
             yield LiveTable(RATE_COLUMNS, id="rates")
             yield RichLog(id="console", wrap=True, markup=False, max_lines=5000)
+            yield EventsTable(with_domain=False, id="events")
         yield Static("log: following", id="logstatus")
         yield KeyBar()
 
@@ -234,15 +244,22 @@ class DomainScreen(Screen[None]):
             self.post_message(self.ConsoleText(name, text, replace=True))
             records = await events.hypercalls(name, limit=100)
             self.post_message(self.Records(name, records))
-            await events.subscribe(["console", "hypercalls"], [name])
+            self.post_message(self.Journal(name, await events.journal(name, limit=200)))
+            await events.subscribe(["console", "hypercalls", "journal"], [name])
             async for event in events.events():
                 data = event.get("data") or {}
                 if event.get("event") == "console":
                     self.post_message(self.ConsoleText(name, data["text"]))
+                elif event.get("event") == "journal" and isinstance(data, dict):
+                    self.post_message(self.Journal(name, [JournalEntry.from_dict(data)]))
                 elif event.get("event") == "hypercalls" and isinstance(data, list):
                     self.post_message(self.Records(name, [HypercallInfo.from_dict(r) for r in data]))
         finally:
             await events.close()
+
+    def on_domain_screen_journal(self, message: Journal) -> None:
+        if message.domain == self.domain_name:
+            self.query_one("#events", EventsTable).add_entries(message.entries)
 
     def on_domain_screen_info(self, message: Info) -> None:
         if message.domain == self.domain_name:

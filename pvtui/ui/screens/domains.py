@@ -10,7 +10,9 @@ from textual.message import Message
 from textual.widgets import Input, Static
 
 from pvtui.client import DomainSummary, HostInfo
+from pvtui.client.journal import JournalEntry
 from pvtui.ui import actions
+from pvtui.ui.events_pane import KEEP_ROWS, EventsTable
 from pvtui.ui.format import History, duration, measured, mib, spark, state_text
 from pvtui.ui.screens.filtering import FilteredTableScreen
 from pvtui.ui.table import LiveTable
@@ -50,6 +52,10 @@ SORT_KEYS = {
     "id": lambda d: d.domid,
 }
 SPARK_WIDTH = 10
+#: The events pane shows at start only in terminals at least this tall.
+EVENTS_PANE_MIN_HEIGHT = 30
+#: Narrower than every column, the table leaves these out, first first (no horizontal scrollbar).
+NARROW_DROPS = ("maxmem", "cpu_s", "id", "mem_hist", "balloon", "uptime", "hcalls", "cpu_hist", "mem_pct")
 
 
 def host_line(host: HostInfo | None, domains: list[DomainSummary]) -> str:
@@ -118,16 +124,22 @@ class DomainsScreen(FilteredTableScreen):
         self.sort_reverse = False
         self.filter_text = ""
         self._ready = False
+        self._early_events: list[JournalEntry] = []
 
     def on_mount(self) -> None:
+        if self.app.size.height < EVENTS_PANE_MIN_HEIGHT:  # a small terminal keeps its rows for domains (j shows it)
+            self.query_one("#events", EventsTable).add_class("hidden")
         self._ready = True
+        self.add_events(self._early_events)
+        self._early_events = []
         self._label_sort_column()
         self._show()
 
     def compose(self) -> ComposeResult:
         yield LiveText(host_line(None, []), id="host")
         yield Input(placeholder="filter by name (Enter to apply, Esc to clear)", id="filter", classes="hidden")
-        yield LiveTable(COLUMNS, zebra_stripes=True, id="domains")
+        yield LiveTable(COLUMNS, zebra_stripes=True, drop_order=NARROW_DROPS, id="domains")
+        yield EventsTable(with_domain=True, id="events")
         yield Static("", id="status")
         yield KeyBar()
 
@@ -179,6 +191,20 @@ class DomainsScreen(FilteredTableScreen):
         visible = self._visible()
         rows = {d.name: list(row_cells(d, self.history, memory_total).values()) for d in visible}
         self.table.sync_rows(rows)
+
+    def add_events(self, entries: list[JournalEntry]) -> None:
+        """pvd's journal entries for the events pane (kept while the pane is hidden too)."""
+        try:
+            self.query_one("#events", EventsTable).add_entries(entries)
+        except NoMatches:  # not composed yet (or not at all: the fleet view): kept for when it is
+            self._early_events = (self._early_events + entries)[-KEEP_ROWS:]
+
+    def action_toggle_events(self) -> None:
+        pane = self.query_one("#events", EventsTable)
+        pane.set_class(not pane.has_class("hidden"), "hidden")
+        self.query_one("#status", Static).update(
+            "events: pvd's journal (pvtui events); j hides it" if not pane.has_class("hidden") else ""
+        )
 
     def action_sort(self, index: int) -> None:
         """Sort by column ``index``; the same column again reverses."""
