@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from helpers import REPO, Engine
@@ -130,3 +131,60 @@ def test_busy_vcpu_reads_100_from_the_first_frame(engine: Engine, pvtui_session:
     finally:
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
         engine.ok("destroy", "spin")
+
+
+def test_edit_in_your_own_editor(engine: Engine, tmp_path) -> None:
+    """E hands the terminal to $EDITOR (a script here); a valid edit is saved and applied live when asked,
+    an invalid one is refused and kept aside, and the next E continues from it."""
+    action = tmp_path / "action.sed"
+    editor = tmp_path / "editor.sh"
+    editor.write_text(f'#!/bin/sh\nsed -i -e "$(cat {action})" "$1"\n')
+    editor.chmod(0o755)
+    definition = engine.domains / "edme.yaml"
+    engine.ok("create", engine.define("edme", "vcpus: 1\nmaxvcpus: 2\nmemory: 32M\n"))
+    session = f"pvtui-edit-{os.getpid()}"
+    env = {**engine.env, "PYTHONPATH": str(REPO), "TERM": "xterm-256color", "EDITOR": str(editor)}
+    command = f"cd {REPO} && env {' '.join(f'{k}={v}' for k, v in env.items())} {sys.executable} -m pvtui"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "30", command], check=True)
+    try:
+        wait_screen(session, "edme", "host:")
+        action.write_text("s/^vcpus: 1/vcpus: 2/")
+        keys(session, "E")
+        wait_screen(session, "Apply live now: vcpus?")
+        keys(session, "y")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and '"vcpus_online": 2' not in engine.ok("list", "--json"):
+            time.sleep(0.2)
+        assert '"vcpus_online": 2' in engine.ok("list", "--json")
+        assert "vcpus: 2" in definition.read_text()
+        # An invalid edit: refused with where, the file untouched, the edit kept aside.
+        action.write_text("s/^memory: 32M/memory: lots/")
+        keys(session, "E")
+        wait_screen(session, "Invalid definition")
+        assert "memory: 32M" in definition.read_text()
+        kept = definition.with_name("edme.yaml.rejected")
+        assert "memory: lots" in kept.read_text()
+        # E again continues from the kept edit; mended back, nothing changed and the kept copy goes.
+        action.write_text("s/^memory: lots/memory: 32M/")
+        keys(session, "E")
+        wait_screen(session, "no change")
+        assert not kept.exists()
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        engine.cli("destroy", "edme")
+
+
+def test_pvtui_edit_from_the_command_line(engine: Engine, tmp_path) -> None:
+    definition = engine.define("cliedit", "vcpus: 1\nmaxvcpus: 2\nmemory: 32M\n")
+    engine.ok("create", definition)
+    try:
+        editor = {"EDITOR": "sed -i -e s/^vcpus:.1/vcpus:\\ 2/"}
+        from helpers import run_pvtui
+
+        done = run_pvtui("edit", "cliedit", env={**engine.env, **editor})
+        assert done.returncode == 0 and "applied live: vcpus" in done.stdout, done.stderr
+        bad = run_pvtui("edit", "cliedit", env={**engine.env, "EDITOR": "sed -i -e s/^memory:.32M/memory:\\ lots/"})
+        assert bad.returncode != 0 and "cliedit.yaml:" in bad.stderr and "memory" in bad.stderr, bad.stderr
+        assert "kept in" in bad.stderr and "memory: 32M" in Path(definition).read_text()
+    finally:
+        engine.cli("destroy", "cliedit")

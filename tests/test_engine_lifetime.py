@@ -80,10 +80,10 @@ async def test_the_tui_does_not_restart_a_stopped_engine(private_engine: Engine)
             text=True,
         )
         assert stopped.returncode == 0, stopped.stderr
-        assert await shows("pvd is not running: press E")
+        assert await shows("pvd is not running: press S")
         await pilot.pause(3.0)  # longer than the TUI's reconnect interval
         assert not _pvd_running(private_engine), "the TUI started pvd again by itself"
-        await pilot.press("E")
+        await pilot.press("S")
         assert await shows("committed")
         assert _pvd_running(private_engine)
 

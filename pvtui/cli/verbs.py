@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pvtui.cli import colour
+from pvtui.cli.edit import add_edit_verb, cmd_edit
 from pvtui.cli.events import add_events_verb, cmd_events
 from pvtui.cli.exitcodes import ExitCode
 from pvtui.cli.moves import MOVE_VERBS, add_move_verbs
@@ -338,6 +339,7 @@ VERBS: dict[str, Verb] = {
     "top": cmd_top,  # pvtui/cli/top.py
     **MOVE_VERBS,  # pvtui/cli/moves.py
     "events": cmd_events,  # pvtui/cli/events.py
+    "edit": cmd_edit,  # pvtui/cli/edit.py
 }
 
 
@@ -398,6 +400,7 @@ def add_verbs(verbs: argparse._SubParsersAction, run: Callable[[argparse.Namespa
     p.add_argument("-d", "--delay", type=float, default=1.0)
     add_move_verbs(verb)
     add_events_verb(verb)
+    add_edit_verb(verb)
     p = verb("engine", "Start, stop or show pvd.")
     p.add_argument("action", choices=("start", "stop", "status"))
     p.add_argument("--destroy-domains", action="store_true", help="with stop: destroy every domain first")

@@ -11,11 +11,21 @@ from pathlib import Path
 from typing import Any
 
 from textual import work
+from textual.app import SuspendNotSupported
 
 from pvtui.client import Client, EngineError
+from pvtui.client.definitions import (
+    apply_live,
+    aside_path,
+    check_and_save,
+    fetch_definition,
+    parse_or_none,
+    run_editor,
+    start_text,
+)
 from pvtui.client.hosts import HostUri, host_target
 from pvtui.client.moves import live_move
-from pvtui.domain.diff import diff_configs, live_steps
+from pvtui.domain.diff import diff_configs
 from pvtui.domain.units import MIB
 from pvtui.errors import PvtuiError
 from pvtui.ui.dialogs import ConfirmDialog, PickDialog, ValueDialog, cpus_check, int_check, size_check
@@ -265,25 +275,69 @@ class DomainActions(EngineLinkApp):
         if domain is None or self.client is None or message.old is None:
             self.notify(f"Saved {message.path.name}. Press c to start it.", title="Saved")
             return
-        live, restart = diff_configs(message.old, new)
-        applied: list[str] = []
         try:
-            for step in live_steps(new, live, domain.memory.present_bytes):
-                await getattr(self.client, step.op)(*step.args)
-                if step.key not in applied:
-                    applied.append(step.key)
+            done = await apply_live(self.client, message.old, new, domain.memory.present_bytes)
         except EngineError as exc:
-            self.notify(
-                f"{exc.message} (applied so far: {', '.join(applied) or 'nothing'})", title=exc.title, severity="error"
-            )
+            self.notify(exc.message, title=exc.title, severity="error")
             return
         parts = [f"saved {message.path.name}"]
-        if applied:
-            parts.append("applied live: " + ", ".join(applied))
-        if restart:
-            parts.append("needs a restart: " + ", ".join(restart))
+        if done.applied:
+            parts.append("applied live: " + ", ".join(done.applied))
+        if done.restart:
+            parts.append("needs a restart: " + ", ".join(done.restart))
         self.notify("; ".join(parts), title="Definition", timeout=8)
         await self.reload()
+
+    @work(group="dialogs")
+    async def action_external_edit(self) -> None:
+        """The definition in $VISUAL / $EDITOR with the UI suspended; checked on return, then saved and,
+        if the operator says so, applied live (an invalid edit is kept aside, never saved)."""
+        if not (target := self._target()):
+            return
+        client, name = target
+        domain = self.domains.get(name)
+        here = self.domains_dir / f"{name}.yaml"
+        local_path = Path(domain.definition) if domain and domain.definition else here
+        try:
+            definition = await fetch_definition(client, self.host_uri, name, local_path)
+            text, continuing = start_text(definition)
+            with self.suspend():
+                if continuing:
+                    print(f"pvtui: continuing your edit kept in {aside_path(definition)}", flush=True)
+                edited = run_editor(text, name)
+            outcome = await check_and_save(definition, edited)
+        except SuspendNotSupported:
+            self.notify("This terminal cannot hand over to an editor; press e.", title="Editor", severity="error")
+            return
+        except (PvtuiError, EngineError) as exc:
+            self.notify(exc.message, title=exc.title, severity="error", timeout=10)
+            return
+        if not outcome.changed:
+            self.notify(f"{definition.path.name}: no change.", title="Definition")
+            return
+        if outcome.config is None:
+            problems = "\n".join(outcome.problems[:6])
+            self.notify(
+                f"{problems}\nNot saved, nothing applied; your edit is kept in {outcome.kept_at}: E continues it.",
+                title="Invalid definition",
+                severity="error",
+                timeout=15,
+            )
+            return
+        old = parse_or_none(definition.text, definition.path)
+        live, restart = diff_configs(old, outcome.config) if old else ([], [])
+        question = ConfirmDialog(
+            f"Saved {definition.path}. Apply live now: {', '.join(c.key for c in live)}?"
+            + (f" ({', '.join(restart)} need a restart)" if restart else "")
+        )
+        wants_live: bool = False
+        if live:
+            wants_live = await self.push_screen_wait(question)
+        if wants_live:
+            self.apply_definition(EditorScreen.Saved(definition.path, old, outcome.config))
+            return
+        said = f"Saved {definition.path}" + ("; not applied (e or E again, or restart it)" if live else "")
+        self.notify(said + (f"; needs a restart: {', '.join(restart)}" if restart else ""), title="Definition")
 
     def action_rebalance(self) -> None:
         if self.client is not None:

@@ -38,7 +38,7 @@ PREFETCH_SETTLE_S = 0.15
 
 #: How often pvtui looks for a pvd that came back after it stopped.
 RECONNECT_S = 2.0
-ENGINE_START_KEY = "E"
+ENGINE_START_KEY = "S"
 
 
 @dataclass
