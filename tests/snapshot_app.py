@@ -114,3 +114,40 @@ class RebalanceSnapshotApp(ThemedApp):
         from pvtui.ui.screens.rebalance import RebalanceScreen
 
         await self.push_screen(RebalanceScreen(None, REBALANCE_DOMAINS, REBALANCE_HOST))  # type: ignore[arg-type]
+
+
+class PlotSnapshotApp(ThemedApp):
+    """The three kinds of plot the domain view draws, on fixed ten minutes."""
+
+    CSS_PATH = str(CSS)
+
+    def compose(self):  # type: ignore[no-untyped-def]
+        from pvtui.client.history import DomainHistory
+        from pvtui.ui.plot import Plot
+
+        history = DomainHistory()
+        for second in range(600):
+            wave = (second % 120) / 120
+            history.append(
+                {
+                    "sampled_s": 1000.0 + second,
+                    "vcpus": [
+                        {"id": 0, "cpu_time_s": 0.6 * second + 0.3 * wave},
+                        *([{"id": 1, "cpu_time_s": 0.2 * (second - 200)}] if second >= 200 else []),
+                    ],
+                    "memory": {"target_bytes": 256 * MIB, "held_bytes": (192 + 64 * (second > 300)) * MIB,
+                               "guest_used_bytes": (40 + second // 10) * MIB, "rss_bytes": 180 * MIB},
+                    "hypercalls_per_op": {"console_io": 10 * second, "sched_op": 50 * second + second * second // 20},
+                }
+            )  # fmt: skip
+        self.history = history
+        yield Plot(id="plot-cpu")
+        yield Plot(id="plot-memory")
+        yield Plot(id="plot-hypercalls")
+
+    def on_mount(self) -> None:
+        from pvtui.ui.plot import Plot
+
+        self.query_one("#plot-cpu", Plot).show(self.history.cpu())
+        self.query_one("#plot-memory", Plot).show(self.history.memory_series())
+        self.query_one("#plot-hypercalls", Plot).show(self.history.hypercalls())

@@ -25,3 +25,10 @@ def test_rebalance_suggestion_explains_itself(snap_compare):
 def test_state_and_level_colours_in_each_theme(snap_compare, theme):
     """Running, blocked, paused and crashed rows apart, CPU% and MEM% shaded by level, in this theme."""
     assert snap_compare(DomainsSnapshotApp(theme), terminal_size=(120, 16))
+
+
+def test_history_plots_on_fixed_data(snap_compare):
+    """CPU per vCPU (one born mid-way: no line before it), memory, hypercalls per kind, with both axes."""
+    from snapshot_app import PlotSnapshotApp
+
+    assert snap_compare(PlotSnapshotApp(), terminal_size=(110, 45))

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from pvtui.client.history import DomainHistory, HostHistory
 from pvtui.client.journal import JournalEntry
 from pvtui.client.models import (
     Destroyed,
@@ -219,6 +220,13 @@ class Client:
         if since is not None:
             args["since"] = since
         return [JournalEntry.from_dict(entry) for entry in await self.call("events", **args)]
+
+    async def history(self, name: str) -> DomainHistory:
+        """The domain's last ten minutes of counters, as its monitor kept them (see pvtui/client/history.py)."""
+        return DomainHistory.from_export(await self.call("history", name=name))
+
+    async def host_history(self) -> HostHistory:
+        return HostHistory.from_export(await self.call("host_history"))
 
     async def subscribe(self, topics: list[str], domains: list[str] | None = None) -> None:
         args: dict[str, Any] = {"topics": topics}

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pvtui.daemon import paths, protocol
+from pvtui.daemon.history import CounterHistory
 from pvtui.daemon.jobs import JobServer
 from pvtui.daemon.migration_jobs import MigrationJobs
 from pvtui.daemon.ops import MONITOR_OPS
@@ -90,6 +91,8 @@ class Monitor:
         self.domain: Domain | None = None
         self.created = time.time()
         self.restarts = 0
+        #: The last ten minutes of its counters, a sample per pvd round (pvtui/daemon/history.py).
+        self.history = CounterHistory()
         self._sinks: set[asyncio.StreamWriter] = set()
         self._exit = asyncio.Event()
         self._shutdown_timer: asyncio.TimerHandle | None = None
@@ -272,6 +275,10 @@ class Monitor:
         self._sinks.add(writer)
         return {"subscribed": True}
 
+    @MONITOR_OPS.op("history")
+    async def op_history(self, writer: asyncio.StreamWriter, args: dict[str, Any]) -> Any:
+        return self.history.export()
+
     @MONITOR_OPS.op("stats")
     async def op_stats(self, writer: asyncio.StreamWriter, args: dict[str, Any]) -> Any:
         return self.stats()
@@ -380,6 +387,7 @@ class Monitor:
             # cost of running this domain.
             process_cpu_s=time.process_time(),
         )
+        self.history.add(data)
         return data
 
 

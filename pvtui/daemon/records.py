@@ -16,6 +16,7 @@ from typing import Any
 
 from pvtui.daemon.admission import MemoryLedger
 from pvtui.daemon.cpucontrol import CpuControl
+from pvtui.daemon.history import HostHistory
 from pvtui.daemon.journal import Journal
 from pvtui.daemon.link import MonitorLink
 from pvtui.daemon.monitor import MonitorSpec
@@ -130,6 +131,7 @@ class PvdState:
     memory: MemoryLedger
     oom: OomWitness
     journal: Journal
+    host_history: HostHistory
     started: float
     _stop: asyncio.Event
     _registry_lock: asyncio.Lock

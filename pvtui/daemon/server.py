@@ -31,6 +31,7 @@ from typing import Any, TextIO
 from pvtui import __version__
 from pvtui.daemon import admission, paths, protocol
 from pvtui.daemon.cpucontrol import CpuControl
+from pvtui.daemon.history import HostHistory
 from pvtui.daemon.instance import take_lock
 from pvtui.daemon.journal import Journal
 from pvtui.daemon.moves import PvdMoves
@@ -75,6 +76,8 @@ class Pvd(PvdMoves):
         self._socket_inode = 0
         self.memory = admission.MemoryLedger.for_host(overcommit)
         self.oom = OomWitness()
+        #: The host's last ten minutes (CPU, memory) for the home screen's plots.
+        self.host_history = HostHistory()
         self.journal = Journal(paths.runtime_dir() / "journal.jsonl")
         self.domains_dir = domains_dir
         self.records: dict[str, DomainRecord] = {}
@@ -296,6 +299,18 @@ class Pvd(PvdMoves):
             title, message = getattr(error, "title", type(error).__name__), getattr(error, "message", str(error))
             entry = self.journal.record(name, f"refused:{op}", **detail, title=title, message=message)
         self._broadcast("journal", name, entry)
+
+    @PVD_OPS.op("host_history")
+    async def op_host_history(self, client: ClientConn, args: dict[str, Any]) -> Any:
+        return self.host_history.export()
+
+    @PVD_OPS.op("history", {"name": str})
+    async def op_history(self, client: ClientConn, args: dict[str, Any]) -> Any:
+        """A domain's last ten minutes of counters, kept by its monitor (docs/daemon.md)."""
+        record = self._record(args["name"])
+        if record.link is None:
+            raise PvtuiError(f"{record.name} has no running monitor", "Its history ended with it.")
+        return await record.link.request("history")
 
     @PVD_OPS.op("engine_stop", {"destroy_domains?": bool})
     async def op_engine_stop(self, client: ClientConn, args: dict[str, Any]) -> Any:

@@ -86,12 +86,15 @@ class PvdStats(PvdState):
             started = time.monotonic()
             self.oom.sample()
             batches = await self._refresh_all()
+            host = self.host_info()
+            memory_used = host["memory_total"] - host["memory_available"]
+            self.host_history.add(host["sampled_s"], host["cpu_percent"], memory_used, host["memory_committed"])
             if any(c.topics & {"stats"} for c in self.clients):
                 for batch in batches:
                     for record in batch:
                         self._broadcast("stats", record.name, record.summary())
                     await asyncio.sleep(0)
-                self._broadcast("stats", None, self.host_info(), kind="host")
+                self._broadcast("stats", None, host, kind="host")
             await asyncio.sleep(max(0.05, STATS_INTERVAL_S - (time.monotonic() - started)))
 
     async def _refresh_all(self) -> list[list[DomainRecord]]:
@@ -113,6 +116,7 @@ class PvdStats(PvdState):
         return {
             **host_identity(),
             "cpus": os.cpu_count() or 1,
+            "sampled_s": time.monotonic(),
             "cpu_percent": self._cpu_meter.host_percent,
             "pvd_cpu_percent": self._cpu_meter.own_percent,
             # Cumulative busy and total CPU seconds of all host CPUs: a client

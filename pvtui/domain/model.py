@@ -127,6 +127,8 @@ class HostInfo(_Shape):
     overcommitted_percent: float = 0.0
     #: Stable id of this pvd on this machine (machine id + runtime directory): two hosts never share one.
     host_id: str = ""
+    #: pvd's monotonic clock when these figures were taken (the host history's time axis).
+    sampled_s: float = 0.0
     #: The machine's host name.
     hostname: str = ""
 

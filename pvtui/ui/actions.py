@@ -86,6 +86,8 @@ HOME = [
         "sort by the column left / right (every column)"),
     _one("slash", "filter", "`/`", "Filter", "filter domains by name", show=True),
     _one("escape", "clear_filter", "`escape`", "Clear filter", "clear the filter"),
+    _one("h", "toggle_plots", "`h`", "Host history", "show / hide plots of the host's last 10 minutes (CPU, memory)",
+         show=True),
     _one("j", "toggle_events", "`j`", "Events", "show / hide the events pane: what happened to every domain, when, why",
          cli="`pvtui events -f`", show=True),
 ]  # fmt: skip
@@ -101,6 +103,9 @@ DOMAIN_VIEW = [
     _one("c", "show_tab('console')", "`c`", "Console", "the console", cli="`pvtui console`", show=True),
     _one("j", "show_tab('events')", "`j`", "Events", "this domain's events: what happened, when, why",
          cli="`pvtui events DOM`", show=True),
+    _one("h", "history", "`h`", "History",
+         "plots of the last 10 minutes: CPU per vCPU, memory, hypercalls/s per kind (h again: the next)",
+         show=True),
 ]  # fmt: skip
 
 EDITOR = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,6 +16,7 @@ from textual.widgets import ContentSwitcher, Input, RichLog, Static
 
 from pvtui.client import Client, EngineError, HypercallInfo
 from pvtui.client.connect import connect_host
+from pvtui.client.history import DomainHistory
 from pvtui.client.hosts import HostUri
 from pvtui.client.journal import JournalEntry
 from pvtui.domain.cpuset import format_cpu_list
@@ -22,6 +24,7 @@ from pvtui.domain.model import DomainInfo, DomainStats, MemoryInfo, VcpuInfo
 from pvtui.ui import actions
 from pvtui.ui.events_pane import EventsTable
 from pvtui.ui.format import History, bar, duration, measured, mib, migration_text, spark
+from pvtui.ui.plot import Plot
 from pvtui.ui.table import LiveTable
 from pvtui.ui.tones import level_tone, state_tone, toned
 from pvtui.ui.widgets import KeyBar, LiveText, TabBar
@@ -47,7 +50,15 @@ RECORD_COLUMNS = [
     ("result", "RESULT"),
     ("lat", "LAT(us)"),
 ]
-TABS = [("log", "Hypercall log"), ("rates", "Rates"), ("console", "Console"), ("events", "Events")]
+TABS = [
+    ("log", "Hypercall log"),
+    ("rates", "Rates"),
+    ("console", "Console"),
+    ("events", "Events"),
+    ("history", "History"),
+]
+#: What the History tab plots, in the order h cycles through them.
+PLOTS = ("cpu", "memory", "hypercalls")
 RATE_COLUMNS = [("op", "OP"), ("count", "COUNT"), ("share", "%"), ("avg", "AVG/s"), ("now", "NOW/s")]
 
 
@@ -151,6 +162,9 @@ class DomainScreen(Screen[None]):
         self.last_seq = 0
         self._last_sampled_s: float | None = None
         self.last_info: DomainInfo | None = None
+        #: The last ten minutes, fetched when the History tab first shows, then grown by each poll.
+        self.plot_history: DomainHistory | None = None
+        self.plot_kind = PLOTS[0]
 
     def show_domain(self, name: str, client: Client, info: DomainInfo | None = None) -> None:
         """Point the screen at ``name`` (``info`` from pvd, if fetched); it follows once shown."""
@@ -182,6 +196,7 @@ class DomainScreen(Screen[None]):
             yield LiveTable(RATE_COLUMNS, id="rates")
             yield RichLog(id="console", wrap=True, markup=False, max_lines=5000)
             yield EventsTable(with_domain=False, id="events")
+            yield Plot(id="history")
         yield Static("log: following", id="logstatus")
         yield KeyBar()
 
@@ -287,6 +302,9 @@ class DomainScreen(Screen[None]):
         self.query_one("#memory", LiveText).show(memory_gauge(stats.memory if stats else MemoryInfo(), tone))
         self._update_vcpus(stats.vcpus if stats else [], stats.sampled_s if stats else None)
         self._update_rates(stats, info.op_rates)
+        if self.plot_history is not None and stats is not None:
+            self.plot_history.append(dataclasses.asdict(stats))
+            self._draw_plot()
 
     def _update_vcpus(self, vcpus: list[VcpuInfo], sampled_s: float | None) -> None:
         """pvd's per-vCPU rates, each over its last interval between two of its own samples.
@@ -410,7 +428,40 @@ class DomainScreen(Screen[None]):
         self.post_message(self.Records(self.domain_name, records))
 
     def on_tab_bar_picked(self, message: TabBar.Picked) -> None:
-        self.action_show_tab(message.tab)
+        if message.tab == "history":
+            self.action_history()
+        else:
+            self.action_show_tab(message.tab)
+
+    def action_history(self) -> None:
+        """The History tab; pressed again, the next plot (CPU per vCPU, memory, hypercalls per kind)."""
+        if self.query_one("#tabs", ContentSwitcher).current == "history":
+            self.plot_kind = PLOTS[(PLOTS.index(self.plot_kind) + 1) % len(PLOTS)]
+        self.action_show_tab("history")
+        if self.plot_history is None:
+            self.load_history()
+        self._draw_plot()
+
+    @work(exclusive=True, group="domain-history")
+    async def load_history(self) -> None:
+        if self.client is None or self.domain_name is None:
+            return
+        name = self.domain_name
+        try:
+            history = await self.client.history(name)
+        except EngineError as exc:
+            self.notify(exc.message, title=exc.title, severity="error")
+            return
+        if name == self.domain_name:
+            self.plot_history = history
+            self._draw_plot()
+
+    def _draw_plot(self) -> None:
+        history = self.plot_history
+        if history is None or self.query_one("#tabs", ContentSwitcher).current != "history":
+            return
+        plotted = {"cpu": history.cpu, "memory": history.memory_series, "hypercalls": history.hypercalls}
+        self.query_one("#history", Plot).show(plotted[self.plot_kind]())
 
     def action_show_tab(self, tab: str) -> None:
         """Show a pane and focus what is in it (focus left on a hidden pane would be lost)."""

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from textual import work
 from textual.app import ComposeResult
+from textual.containers import Horizontal
 from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import Input, Static
 
-from pvtui.client import DomainSummary, HostInfo
+from pvtui.client import DomainSummary, EngineError, HostInfo
+from pvtui.client.history import HostHistory
 from pvtui.client.journal import JournalEntry
 from pvtui.ui import actions
 from pvtui.ui.events_pane import KEEP_ROWS, EventsTable
 from pvtui.ui.format import History, duration, measured, mib, spark, state_text
+from pvtui.ui.plot import Plot
 from pvtui.ui.screens.filtering import FilteredTableScreen
 from pvtui.ui.table import LiveTable
 from pvtui.ui.tones import cpu_tone, mem_tone, state_tone, toned
@@ -125,6 +129,8 @@ class DomainsScreen(FilteredTableScreen):
         self.filter_text = ""
         self._ready = False
         self._early_events: list[JournalEntry] = []
+        #: The host's last ten minutes, once the plots were shown (h).
+        self.host_history: HostHistory | None = None
 
     def on_mount(self) -> None:
         if self.app.size.height < EVENTS_PANE_MIN_HEIGHT:  # a small terminal keeps its rows for domains (j shows it)
@@ -139,6 +145,9 @@ class DomainsScreen(FilteredTableScreen):
         yield LiveText(host_line(None, []), id="host")
         yield Input(placeholder="filter by name (Enter to apply, Esc to clear)", id="filter", classes="hidden")
         yield LiveTable(COLUMNS, zebra_stripes=True, drop_order=NARROW_DROPS, id="domains")
+        with Horizontal(id="host-plots", classes="hidden"):
+            yield Plot(id="host-cpu")
+            yield Plot(id="host-memory")
         yield EventsTable(with_domain=True, id="events")
         yield Static("", id="status")
         yield KeyBar()
@@ -155,6 +164,11 @@ class DomainsScreen(FilteredTableScreen):
         """New figures from the engine; ``sample`` adds a point to the histories."""
         self.domains = domains
         self.host = host
+        if sample and host is not None and self.host_history is not None:
+            used = host.memory_total - host.memory_available
+            self.host_history.append(host.sampled_s, host.cpu_percent, used, host.memory_committed)
+            if self.is_current and self._ready:
+                self._draw_host_plots()
         if sample:
             for d in domains:
                 if d.cpu_percent is not None:
@@ -191,6 +205,33 @@ class DomainsScreen(FilteredTableScreen):
         visible = self._visible()
         rows = {d.name: list(row_cells(d, self.history, memory_total).values()) for d in visible}
         self.table.sync_rows(rows)
+
+    def action_toggle_plots(self) -> None:
+        """The host's last ten minutes (CPU, memory), plotted; fetched from pvd when first shown."""
+        pane = self.query_one("#host-plots")
+        pane.set_class(not pane.has_class("hidden"), "hidden")
+        if not pane.has_class("hidden") and self.host_history is None:
+            self.load_host_history()
+        self._draw_host_plots()
+
+    @work(exclusive=True, group="host-history")
+    async def load_host_history(self) -> None:
+        client = getattr(self.app, "client", None)
+        if client is None:
+            return
+        try:
+            self.host_history = await client.host_history()
+        except EngineError as exc:
+            self.notify(exc.message, title=exc.title, severity="error")
+            return
+        self._draw_host_plots()
+
+    def _draw_host_plots(self) -> None:
+        if self.host_history is None or self.query_one("#host-plots").has_class("hidden"):
+            return
+        cpu, memory = self.host_history.plots()
+        self.query_one("#host-cpu", Plot).show(cpu)
+        self.query_one("#host-memory", Plot).show(memory)
 
     def add_events(self, entries: list[JournalEntry]) -> None:
         """pvd's journal entries for the events pane (kept while the pane is hidden too)."""
