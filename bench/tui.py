@@ -13,6 +13,9 @@
   measured figures (its name and domid in the title, a number in the vCPU row's CPU%).
 - open_domain_view_cold_ms_p95: Down and Enter sent at once (no prefetch), to the same end.
   Every open is of a different domain.
+- domain_view_plot_cpu_percent: the real pvtui's CPU with a domain view's History plot open
+  (redrawn at every 1 Hz poll), over the same window as tui_cpu_percent.
+- plot_frame_ms_p95: one braille plot frame (three series of 600 samples), in-process.
 """
 
 from __future__ import annotations
@@ -152,6 +155,27 @@ async def table_update_times(domains: Path, seconds: float) -> list[float]:
     return times[2:]  # the first renders build the table
 
 
+def plot_frames() -> list[float]:
+    """The braille plot's own cost: a full frame of ten minutes, three series."""
+    import math
+
+    from rich.style import Style
+
+    from pvtui.client.history import Plotted, Series
+    from pvtui.ui.plot import plot_lines
+
+    times = [t - 599.0 for t in range(600)]
+    series = [Series(f"vCPU {n}", [50 + 40 * math.sin((t + 30 * n) / 20) for t in range(600)]) for n in range(3)]
+    plotted = Plotted("CPU % per vCPU", "%", times, series, floor=100.0)
+    styles, axis = [Style(color="blue"), Style(color="green"), Style(color="yellow")], Style(dim=True)
+    frames = []
+    for _ in range(50):
+        start = time.perf_counter()
+        plot_lines(plotted, 118, 20, styles, axis)
+        frames.append((time.perf_counter() - start) * 1000)
+    return frames
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
@@ -216,6 +240,19 @@ def main() -> None:
                 tmux("send-keys", "-t", session, "Escape")
                 wait_for(session, lambda text: "Hypercall log" not in text, 10)
                 time.sleep(0.3)
+            # A domain view with its History plot open: the app's CPU with the plot redrawn every second.
+            tmux("send-keys", "-t", session, "Down", "Enter")
+            wait_for(session, lambda text: "Hypercall log" in text, 10)
+            tmux("send-keys", "-t", session, "h")
+            wait_for(session, lambda text: "CPU % per vCPU" in text and "now" in text, 10)
+            time.sleep(5.0)
+            before = process.cpu_times()
+            time.sleep(cpu_window)
+            after = process.cpu_times()
+            plot_cpu_percent = ((after.user - before.user) + (after.system - before.system)) / cpu_window * 100
+            tmux("send-keys", "-t", session, "Escape")
+            wait_for(session, lambda text: "Hypercall log" not in text, 10)
+            time.sleep(0.3)
             tmux("send-keys", "-t", session, "q")
             updates = asyncio.run(table_update_times(domains, 5.0 if args.quick else 20.0))
         finally:
@@ -236,6 +273,8 @@ def main() -> None:
         ("keys_lost", lost, "", "0 (a Down whose move never showed within 2 s)"),
         ("open_domain_view_ms_p95", percentile(opens, 95), "ms", "<= 50 (prefetched)"),
         ("open_domain_view_cold_ms_p95", percentile(cold_opens, 95), "ms", "(no prefetch)"),
+        ("domain_view_plot_cpu_percent", plot_cpu_percent, "%", "<= 3 (History plot open, redrawn at 1 Hz)"),
+        ("plot_frame_ms_p95", percentile(plot_frames(), 95), "ms", "(3 series x 600 samples, 118x20 cells)"),
     ]
     report(f"pvtui TUI benchmarks ({COUNT} idle domains)", rows, args.json)
 

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import math
 
+from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual.color import Color
+from textual.strip import Strip
 from textual.widget import Widget
 
 from pvtui.client.history import SPAN_S, Plotted
@@ -72,43 +74,66 @@ def braille_rows(plotted: Plotted, width: int, height: int, top: float) -> list[
     return cells
 
 
-def render_plot(plotted: Plotted, width: int, height: int, styles: list[Style], axis: Style) -> Text:
-    """The whole plot as text: legend, rows with the value axis, the time axis."""
+Line = list[tuple[str, Style]]
+
+
+def plot_lines(plotted: Plotted, width: int, height: int, styles: list[Style], axis: Style) -> list[Line]:
+    """The whole plot as lines of (text, style) runs: legend, rows with the value axis, the time axis."""
     area_width = max(10, width - AXIS_WIDTH)
     area_height = max(2, height - 3)
     values = [v for series in plotted.series for v in series.values if v is not None]
     top = nice_ceiling(max([plotted.floor, *values]) if values else max(plotted.floor, 1.0))
-    text = Text(no_wrap=True, overflow="crop")
-    text.append(plotted.title, axis + Style(bold=True))
+    legend: Line = [(plotted.title, axis + Style(bold=True))]
     for number, series in enumerate(plotted.series):
-        text.append("  ■ ", styles[number % len(styles)])
-        text.append(series.label)
+        legend += [("  ■ ", styles[number % len(styles)]), (series.label, axis)]
     if plotted.note:
-        text.append(f"  {plotted.note}", axis)
+        legend.append((f"  {plotted.note}", axis))
+    lines = [legend]
     if not values:
-        text.append("\n  no samples yet: pvd takes one a second", axis)
-    text.append("\n")
-    cells = braille_rows(plotted, area_width, area_height, top)
-    for y, row in enumerate(cells):
+        lines.append([("  no samples yet: pvd takes one a second", axis)])
+    for y, row in enumerate(braille_rows(plotted, area_width, area_height, top)):
         value = top * (area_height - y) / area_height if y in (0, area_height // 2) else None
         label = _label(value, plotted.unit) if value is not None else ""
-        text.append(f"{label:>{AXIS_WIDTH - 2}} {'┤' if label else '│'}", axis)
+        line: Line = [(f"{label:>{AXIS_WIDTH - 2}} {'┤' if label else '│'}", axis)]
+        run: list[str] = []
+        run_number = -2  # cells of one colour go as one run: a run per cell costs ~20x to draw
         for bits, number in row:
-            text.append(chr(0x2800 + bits), styles[number % len(styles)] if number >= 0 else axis)
-        text.append("\n")
-    text.append(f"{'0' + plotted.unit:>{AXIS_WIDTH - 2}} └" + "─" * area_width + "\n", axis)
+            if number != run_number and run:
+                line.append(("".join(run), styles[run_number % len(styles)] if run_number >= 0 else axis))
+                run = []
+            run_number = number
+            run.append(chr(0x2800 + bits))
+        if run:
+            line.append(("".join(run), styles[run_number % len(styles)] if run_number >= 0 else axis))
+        lines.append(line)
+    lines.append([(f"{'0' + plotted.unit:>{AXIS_WIDTH - 2}} └" + "─" * area_width, axis)])
     marks = [(0, "-10m"), (area_width // 2 - 2, "-5m"), (area_width - 3, "now")]
-    line = [" "] * area_width
+    ticks = [" "] * area_width
     for at, mark in marks:
         for i, char in enumerate(mark):
             if 0 <= at + i < area_width:
-                line[at + i] = char
-    text.append(" " * AXIS_WIDTH + "".join(line), axis)
+                ticks[at + i] = char
+    lines.append([(" " * AXIS_WIDTH + "".join(ticks), axis)])
+    return lines
+
+
+def render_plot(plotted: Plotted, width: int, height: int, styles: list[Style], axis: Style) -> Text:
+    """:func:`plot_lines` as one Rich ``Text`` (tests and screenshots read it)."""
+    text = Text(no_wrap=True, overflow="crop")
+    for number, line in enumerate(plot_lines(plotted, width, height, styles, axis)):
+        if number:
+            text.append("\n")
+        for chunk, style in line:
+            text.append(chunk, style)
     return text
 
 
 class Plot(Widget):
-    """A :class:`Plotted` drawn to fit the widget, in the current theme's colours."""
+    """A :class:`Plotted` drawn to fit the widget, in the current theme's colours.
+
+    Its lines are worked out once per new figures (or size or theme) and kept
+    as Strips; a repaint hands them over as they are.
+    """
 
     DEFAULT_CSS = """
     Plot {
@@ -121,17 +146,41 @@ class Plot(Widget):
     def __init__(self, **kwargs: str | None) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]  # id and classes
         self.plotted: Plotted | None = None
+        self._strips: list[Strip] = []
+        self._drawn_for: tuple[int, int, str] | None = None
 
     def show(self, plotted: Plotted) -> None:
         self.plotted = plotted
+        self._drawn_for = None
         self.refresh()
 
     def render(self) -> Text:
+        """The plot as text (what tests read); the screen is drawn by :meth:`render_line`."""
         if self.plotted is None:
             return Text("loading the last ten minutes…")
-        theme = self.app.current_theme
-        styles = [
-            Style(color=Color.parse(getattr(theme, role, None) or theme.primary).rich_color) for role in SERIES_ROLES
-        ]
-        axis = Style(dim=True)
+        styles, axis = self._styles()
         return render_plot(self.plotted, self.size.width, self.size.height, styles, axis)
+
+    def _styles(self) -> tuple[list[Style], Style]:
+        theme = self.app.current_theme
+        roles = (getattr(theme, role, None) or theme.primary for role in SERIES_ROLES)
+        return [Style(color=Color.parse(role).rich_color) for role in roles], Style(dim=True)
+
+    def render_line(self, y: int) -> Strip:
+        width, height = self.size
+        key = (width, height, self.app.current_theme.name)
+        if self._drawn_for != key:
+            self._drawn_for = key
+            base = self.rich_style
+            if self.plotted is None:
+                lines: list[Line] = [[("loading the last ten minutes…", Style(dim=True))]]
+            else:
+                styles, axis = self._styles()
+                lines = plot_lines(self.plotted, width, height, styles, axis)
+            self._strips = [
+                Strip([Segment(chunk, base + style) for chunk, style in line]).adjust_cell_length(width, base)
+                for line in lines
+            ]
+        if y < len(self._strips):
+            return self._strips[y]
+        return Strip.blank(width, self.rich_style)
