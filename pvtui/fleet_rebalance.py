@@ -198,6 +198,8 @@ def suggest(
     before = dict(state)
     placed = {name: [d for d in domains if d.state in ("running", "blocked")] for name, (_, domains) in hosts.items()}
     moves: list[Move] = []
+    #: Moves that would have helped but the target runs a domain of that name (said in the plan's notes).
+    clashes: set[str] = set()
     while len(moves) < max_moves and len(state) > 1:
         busiest = max(state.values(), key=lambda h: h.load)
         idlest = min(state.values(), key=lambda h: h.load)
@@ -206,8 +208,6 @@ def suggest(
         for domain in placed[busiest.name]:
             if domain.name in exclude or domain.migration is not None:
                 continue
-            if any(d.name == domain.name for d in placed[idlest.name]):
-                continue  # the target already has a domain of that name
             demand, memory = domain_demand(domain), domain_memory(domain)
             if demand <= 0 or memory > idlest.memory_free:
                 continue
@@ -215,7 +215,12 @@ def suggest(
             new_idle = (idlest.demand + demand) / max(1, idlest.cpus)
             others = [h.load for h in state.values() if h.name not in (busiest.name, idlest.name)]
             new_spread = max([new_busy, new_idle, *others]) - min([new_busy, new_idle, *others])
-            if spread - new_spread >= MIN_GAIN and (best is None or new_spread < best[0]):
+            if spread - new_spread < MIN_GAIN:
+                continue
+            if any(d.name == domain.name for d in placed[idlest.name]):
+                clashes.add(f"{domain.name} ({busiest.name} -> {idlest.name})")
+                continue  # the target already runs a domain of that name
+            if best is None or new_spread < best[0]:
                 best = (new_spread, domain)
         if best is None:
             break
@@ -232,7 +237,10 @@ def suggest(
         placed[busiest.name] = [d for d in placed[busiest.name] if d.name != domain.name]
         placed[idlest.name] = [*placed[idlest.name], domain]
     resizes: list[Resize] = []
-    notes: list[str] = []
+    notes = [
+        f"moving {clash} would lower the spread, but a domain of that name runs there already"
+        for clash in sorted(clashes)
+    ]
     if resize:
         moved_from = {(m.domain, m.target): m.source for m in moves}
         for host, domains in placed.items():

@@ -41,7 +41,11 @@ async def capture(domains_dir: Path) -> None:
             ("domain", ["down", "down", "enter", "wait"]),
             ("domain-rates", ["t", "wait"]),
             ("domain-console", ["c"]),
-            ("rebalance", ["escape", "b", "g"]),
+            ("domain-events", ["j"]),
+            ("domain-history", ["h", "wait"]),
+            ("domain-memory-history", ["h"]),
+            ("domains-host-history", ["escape", "h"]),
+            ("rebalance", ["h", "b", "g"]),
             ("editor", ["escape", "escape", "e"]),
             ("help", ["escape", "question_mark"]),
         ]
@@ -61,6 +65,36 @@ async def capture(domains_dir: Path) -> None:
         await pilot.pause(0.6)
         app.save_screenshot(str(OUT / "palette.svg"))
         print("screenshots/palette.svg")
+
+
+async def capture_small(domains_dir: Path) -> None:
+    """The home screen at 80x24, the smallest terminal the UI is laid out for."""
+    from pvtui.ui.app import PvtuiApp
+
+    app = PvtuiApp(domains_dir)
+    async with app.run_test(size=(80, 24)) as pilot:
+        for _ in range(100):
+            await pilot.pause(0.1)
+            if len(app.domains) >= 3 and app.host:
+                break
+        await pilot.pause(2.5)
+        app.save_screenshot(str(OUT / "domains-80x24.svg"))
+        print("screenshots/domains-80x24.svg")
+
+
+async def capture_colour_blind(domains_dir: Path) -> None:
+    """The home screen in the colour-blind-safe theme."""
+    from pvtui.ui.app import PvtuiApp
+
+    app = PvtuiApp(domains_dir, theme="pvtui-colour-blind")
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(100):
+            await pilot.pause(0.1)
+            if len(app.domains) >= 3 and app.host:
+                break
+        await pilot.pause(2.5)
+        app.save_screenshot(str(OUT / "domains-colour-blind.svg"))
+        print("screenshots/domains-colour-blind.svg")
 
 
 async def capture_fleet(second: Path) -> None:
@@ -98,6 +132,8 @@ def main() -> int:
         second = Path(tmp) / "run-b"
         try:
             asyncio.run(capture(domains))
+            asyncio.run(capture_small(domains))
+            asyncio.run(capture_colour_blind(domains))
             from pvtui.client.connect import start_engine_on
             from pvtui.client.hosts import parse_host_uri
 

@@ -122,7 +122,9 @@ def test_a_plan_never_moves_a_domain_onto_a_host_with_one_of_its_name(engine: En
         time.sleep(3)
         result = run_pvtui("-H", f"local,{uri}", "rebalance", "--fleet", "--apply", "--json", timeout=120)
         assert result.returncode == 0, result.stdout + result.stderr
-        assert json.loads(result.stdout)["moves"] == []
+        plan = json.loads(result.stdout)
+        assert plan["moves"] == []
+        assert any("runs there already" in note for note in plan["notes"]), plan["notes"]
         for mine in (d for d in engine.json("list") if d["name"] in names):
             assert mine["state"] in ("running", "blocked")
     finally:

@@ -92,7 +92,7 @@ def plot_lines(plotted: Plotted, width: int, height: int, styles: list[Style], a
     if not values:
         lines.append([("  no samples yet: pvd takes one a second", axis)])
     for y, row in enumerate(braille_rows(plotted, area_width, area_height, top)):
-        value = top * (area_height - y) / area_height if y in (0, area_height // 2) else None
+        value = top if y == 0 else top / 2 if y == area_height // 2 else None  # the half mark: within a row
         label = _label(value, plotted.unit) if value is not None else ""
         line: Line = [(f"{label:>{AXIS_WIDTH - 2}} {'┤' if label else '│'}", axis)]
         run: list[str] = []

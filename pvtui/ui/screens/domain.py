@@ -74,13 +74,15 @@ MEMORY_ROWS = [
 
 
 def memory_gauge(memory: MemoryInfo, tone: Callable[[str, str | None], str] = lambda text, _tone: text) -> str:
-    """One bar per figure against the domain's ceiling, shaded by how near to it (tones.py's levels)."""
+    """One bar per figure against the domain's ceiling; what the guest holds and uses is shaded by how
+    near to that ceiling it is (pvtui/levels.py), the definition's own figures are not."""
     top = max(memory.max_bytes, memory.present_bytes, 1)
-    return "\n".join(
-        f"{label:>10} {tone(bar(getattr(memory, key) / top, 18), level_tone(getattr(memory, key) / top))} "
-        f"{mib(getattr(memory, key)):>6} {source}"
-        for label, key, source in MEMORY_ROWS
-    )
+    lines = []
+    for label, key, source in MEMORY_ROWS:
+        share = getattr(memory, key) / top
+        level = level_tone(share) if source != "definition" else None
+        lines.append(f"{label:>10} {tone(bar(share, 18), level)} {mib(getattr(memory, key)):>6} {source}")
+    return "\n".join(lines)
 
 
 def _engine_percent(value: float | None) -> str:
