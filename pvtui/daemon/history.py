@@ -76,6 +76,18 @@ class CounterHistory:
             self._ring(self.ops, "other", "d").put(index, float(other))
         self.count += 1
 
+    def repeat(self, sampled_s: float) -> None:
+        """A sample whose counters are the last one's (nothing changed): copied, no stats taken."""
+        if not self.count or sampled_s - self._last < MIN_INTERVAL_S:
+            return
+        self._last = sampled_s
+        index, previous = self.count, self.count - 1
+        self.times.put(index, sampled_s)
+        for rings in (self.vcpus, self.memory, self.ops):
+            for ring in rings.values():
+                ring.put(index, ring.values[previous % ring.length])
+        self.count += 1
+
     def _ring(self, rings: dict[str, Ring], key: str, typecode: str) -> Ring:
         ring = rings.get(key)
         if ring is None:

@@ -11,7 +11,6 @@ reason. Bounded: at :data:`LIMIT_BYTES` the file becomes ``journal.jsonl.1``
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import threading
@@ -43,18 +42,33 @@ class Journal:
         return entry
 
     def read(self, domain: str | None = None, since: float | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        """Entries oldest first (the rotated file, then the current one), filtered, the last ``limit``."""
-        entries: list[dict[str, Any]] = []
-        for path in (self.path.with_name(self.path.name + ".1"), self.path):
-            with contextlib.suppress(FileNotFoundError), open(path, encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        entry = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # a line cut by a crash mid-write
-                    if domain is not None and entry.get("domain") != domain:
-                        continue
-                    if since is not None and entry.get("time", 0) < since:
-                        continue
-                    entries.append(entry)
-        return entries[-limit:]
+        """The last ``limit`` entries (of ``domain``, since a time), oldest first.
+
+        Read from the newest backwards and parsed only until ``limit`` are
+        found; another domain's lines are skipped by a substring test before
+        any parsing (entries are written compact, ``"domain":"NAME"``), so a
+        domain view's request costs a fraction of a millisecond, not a
+        parse of the whole 4 MiB.
+        """
+        wanted = None if domain is None else f'"domain":{json.dumps(domain)}'
+        found: list[dict[str, Any]] = []
+        for path in (self.path, self.path.with_name(self.path.name + ".1")):
+            try:
+                lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+            except FileNotFoundError:
+                continue
+            for line in reversed(lines):
+                if wanted is not None and wanted not in line:
+                    continue
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a crash mid-write
+                if domain is not None and entry.get("domain") != domain:
+                    continue
+                if since is not None and entry.get("time", 0) < since:
+                    return found[::-1]  # older still: nothing further back is wanted
+                found.append(entry)
+                if len(found) >= limit:
+                    return found[::-1]
+        return found[::-1]

@@ -37,10 +37,14 @@ from pvtui.domain.schema import DomainConfig
 from pvtui.engine.abi import ShutdownReason
 from pvtui.engine.domain import Domain, DomainEvent, open_kvm
 from pvtui.engine.elf import read_kernel
+from pvtui.engine.figures import quick_counters
 from pvtui.engine.kvm import Kvm
 from pvtui.engine.lifecycle import RestartGuard, action_for
 from pvtui.engine.snapshot.image import build_for_restore, snapshot_meta
 from pvtui.errors import PvtuiError
+
+#: How often a monitor looks at its counters (and reports them if they changed): pvd's 1 Hz.
+REPORT_INTERVAL_S = 1.0
 
 log = logging.getLogger("monitor")
 
@@ -125,10 +129,12 @@ class Monitor:
         if self.spec.incoming:
             self.migration.watch_incoming()  # after the drop: a uid change clears a parent-death signal
         ready({"ok": True})
+        reports = self.loop.create_task(self._report_changes(), name="stats-reports")
         try:
             await self._exit.wait()
             await asyncio.sleep(0.05)  # let the last events reach pvd
         finally:
+            reports.cancel()
             jobs.close()
             if self._server is not None:
                 self._server.close()
@@ -157,6 +163,38 @@ class Monitor:
                         f"Its socket name is held by another process ({exc.strerror}); see pvtui list and pvd's log.",
                     ) from None
                 await asyncio.sleep(0.01)
+
+    async def _report_changes(self) -> None:
+        """Once a second, tell pvd the domain's figures, but only when something changed.
+
+        An idle domain's counters stand still, so most seconds cost one
+        cheap look (:func:`quick_counters`) and no message at all; the
+        history still gains its sample. After a change, one more report
+        follows once things stand still, so rates fall to zero rather than
+        keeping the last busy second's. Each report says since when its
+        counters were already these (``quiet_until_s``): a rate taken after
+        a quiet spell covers the last second, not the whole spell.
+        """
+        last: tuple[object, ...] | None = None
+        settle = False
+        quiet_until = 0.0
+        while True:
+            await asyncio.sleep(REPORT_INTERVAL_S)  # not aligned: a thousand monitors do not all speak at once
+            domain = self.domain
+            if domain is None or not self._sinks:
+                continue
+            now = time.monotonic()
+            counters = quick_counters(domain)
+            if counters == last and not settle and self.migration.progress is None:
+                quiet_until = now
+                self.history.repeat(now)
+                continue
+            settle = counters != last
+            last = counters
+            data = self.stats()
+            data["quiet_until_s"] = quiet_until
+            quiet_until = 0.0
+            self._push("stats", data)
 
     def state_record(self) -> dict[str, Any]:
         """What ``NAME.json`` holds: the spec, the pid and when the monitor started."""

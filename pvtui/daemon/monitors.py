@@ -122,6 +122,9 @@ class PvdMonitors(PvdStats):
     def _monitor_event(self, record: DomainRecord, message: dict[str, Any]) -> None:
         kind = message.get("event", "")
         data = message.get("data") or {}
+        if kind == "stats":  # the monitor's figures changed: kept, sent on at the next round
+            self.take_stats(record, data)
+            return
         if kind == "state":
             record.state = data.get("state", record.state)
         elif kind == "migration":

@@ -8,6 +8,7 @@ samples exist a rate is unknown (``None``), never zero.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,6 +73,10 @@ class DomainRates:
         """
         sample = Sample.from_stats(stats)
         base = self._base
+        quiet_until = float(stats.get("quiet_until_s") or 0.0)
+        if base is not None and base.sampled_s < quiet_until < sample.sampled_s:
+            # The counters stood still until then (the monitor said nothing): the rate is over the last change.
+            base = self._base = dataclasses.replace(base, sampled_s=quiet_until)
         if base is None or sample.restarts != base.restarts or sample.sampled_s <= base.sampled_s:
             self._rebase(sample)
             return

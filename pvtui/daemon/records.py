@@ -55,6 +55,8 @@ class DomainRecord:
     pending_bytes: int = 0
     #: The last progress of a live migration of this domain (None when none runs).
     migration: dict[str, Any] | None = None
+    #: New figures since the last round's events (the monitor reported a change).
+    stats_changed: bool = False
 
     @property
     def name(self) -> str:
@@ -73,6 +75,14 @@ class DomainRecord:
         present = ((self.stats or {}).get("memory") or {}).get("present_bytes", 0)
         return max(present, self.config.memory) + self.pending_bytes
 
+    def _uptime_now(self, stats: dict[str, Any]) -> float:
+        """Uptime as of now: the last report's, plus the time since (a quiet domain reports rarely)."""
+        uptime = float(stats.get("uptime_s", 0.0))
+        sampled = stats.get("sampled_s")
+        if uptime and sampled and self.link is not None and self.state not in ("crashed", "shutdown", "dead"):
+            uptime += max(0.0, time.monotonic() - float(sampled))
+        return uptime
+
     def summary(self) -> dict[str, Any]:
         """The domain as ``list`` and the ``stats`` events send it: a :class:`DomainSummary`."""
         stats = self.stats or {}
@@ -90,7 +100,7 @@ class DomainRecord:
             memory=MemoryInfo.from_dict(stats.get("memory")),
             hypercalls_total=stats.get("hypercalls_total", 0),
             hypercalls_per_s=_rounded(self.rates.hypercalls_per_s, 1),
-            uptime_s=round(stats.get("uptime_s", 0.0), 2),
+            uptime_s=round(self._uptime_now(stats), 2),
             weight=self.weight,
             cap=self.cap,
             definition=self.spec.definition,

@@ -11,11 +11,6 @@ from __future__ import annotations
 import threading
 
 
-def thread_cpu_seconds(native_id: int) -> float:
-    """CPU seconds of one thread of this process (0.0 once it is gone)."""
-    return thread_schedstat(native_id)[0]
-
-
 def thread_schedstat(native_id: int) -> tuple[float, float]:
     """(seconds run, seconds waited runnable on a run queue) of one thread of this process (zeros once gone)."""
     try:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pvtui.domain.limits import host_cpus
-from pvtui.engine.threadtimes import thread_cpu_seconds, thread_schedstat
+from pvtui.engine.threadtimes import thread_schedstat
 from pvtui.engine.vcpu import VcpuRunner, VcpuState
 
 if TYPE_CHECKING:
@@ -116,29 +116,25 @@ class VcpuSet:
             os.sched_setaffinity(runner.native_id, cpus or host_cpus())
 
     # --- figures ------------------------------------------------------------------------
-    def cpu_times(self) -> dict[int, float]:
-        """Host CPU seconds of each vCPU thread, to the nanosecond (guest time included; see threadtimes)."""
-        times = {}
-        for vcpu_id, runner in list(self.runners.items()):
-            if runner.final_cpu_time_s is not None:
-                times[vcpu_id] = runner.final_cpu_time_s
-            else:
-                times[vcpu_id] = thread_cpu_seconds(runner.native_id) if runner.native_id else 0.0
-        return times
+    def schedstats(self) -> dict[int, tuple[float, float]]:
+        """(seconds run, seconds waited runnable for a host CPU) of each vCPU thread, one read each.
 
-    def wait_times(self) -> dict[int, float]:
-        """Seconds each vCPU thread was runnable but waiting for a host CPU (schedstat's run_delay).
-
-        Xen calls this a vCPU's *runnable* time: what the domain wanted and
-        did not get. Used plus waited is its measured demand, which is how a
+        Run time is to the nanosecond, guest time included (see threadtimes).
+        The wait is Xen's *runnable* time: what the domain wanted and did not
+        get. Used plus waited is its measured demand, which is how a
         rebalancer tells a starved domain from an idle one.
         """
-        waits = {}
+        figures = {}
         for vcpu_id, runner in list(self.runners.items()):
-            waits[vcpu_id] = runner.final_wait_time_s
-            if runner.final_cpu_time_s is None and runner.native_id:
-                waits[vcpu_id] = thread_schedstat(runner.native_id)[1]
-        return waits
+            if runner.final_cpu_time_s is not None:
+                figures[vcpu_id] = (runner.final_cpu_time_s, runner.final_wait_time_s)
+            else:
+                figures[vcpu_id] = thread_schedstat(runner.native_id) if runner.native_id else (0.0, 0.0)
+        return figures
+
+    def cpu_times(self) -> dict[int, float]:
+        """Host CPU seconds of each vCPU thread (:meth:`schedstats`' first figure)."""
+        return {vcpu_id: run for vcpu_id, (run, _wait) in self.schedstats().items()}
 
     def host_cpus(self) -> dict[int, int | None]:
         """The host CPU each vCPU thread last ran on (xl vcpu-list's CPU column)."""

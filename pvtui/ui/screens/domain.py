@@ -167,6 +167,7 @@ class DomainScreen(Screen[None]):
         #: The last ten minutes, fetched when the History tab first shows, then grown by each poll.
         self.plot_history: DomainHistory | None = None
         self.plot_kind = PLOTS[0]
+        self.journal_loaded = False
 
     def show_domain(self, name: str, client: Client, info: DomainInfo | None = None) -> None:
         """Point the screen at ``name`` (``info`` from pvd, if fetched); it follows once shown."""
@@ -261,7 +262,6 @@ class DomainScreen(Screen[None]):
             self.post_message(self.ConsoleText(name, text, replace=True))
             records = await events.hypercalls(name, limit=100)
             self.post_message(self.Records(name, records))
-            self.post_message(self.Journal(name, await events.journal(name, limit=200)))
             await events.subscribe(["console", "hypercalls", "journal"], [name])
             async for event in events.events():
                 data = event.get("data") or {}
@@ -273,6 +273,21 @@ class DomainScreen(Screen[None]):
                     self.post_message(self.Records(name, [HypercallInfo.from_dict(r) for r in data]))
         finally:
             await events.close()
+
+    @work(exclusive=True, group="domain-journal")
+    async def load_journal(self) -> None:
+        """The domain's past events, fetched when the Events tab first shows (not on every open)."""
+        if self.client is None or self.domain_name is None:
+            return
+        name = self.domain_name
+        try:
+            entries = await self.client.journal(name, limit=200)
+        except EngineError as exc:
+            self.notify(exc.message, title=exc.title, severity="error")
+            return
+        if name == self.domain_name:  # the past replaces what arrived live meanwhile (it holds it too)
+            self.query_one("#events", EventsTable).clear()
+            self.query_one("#events", EventsTable).add_entries(entries)
 
     def on_domain_screen_journal(self, message: Journal) -> None:
         if message.domain == self.domain_name:
@@ -467,6 +482,9 @@ class DomainScreen(Screen[None]):
 
     def action_show_tab(self, tab: str) -> None:
         """Show a pane and focus what is in it (focus left on a hidden pane would be lost)."""
+        if tab == "events" and not self.journal_loaded:
+            self.journal_loaded = True
+            self.load_journal()
         self.query_one("#tabs", ContentSwitcher).current = tab
         self.query_one("#tabbar", TabBar).show(tab)
         self.query_one("#records" if tab == "log" else f"#{tab}").focus()

@@ -1,0 +1,171 @@
+"""A thousand idle domains on one host: what they cost, how fast they come, how the tools keep up.
+
+    python bench/density.py [--json] [--quick]     # --quick: 100 domains
+
+Part of ``bench/daemon.py`` (its 1,000-domain keys), runnable alone. A
+private pvd; ``COUNT`` idle 16 MiB domains created through the client, four
+requests in flight; then, with all of them running:
+
+- create_per_s: domains created per second, first request to last reply;
+- density_1000_list_ms_p95: ``Client.list_domains()``;
+- idle_1000_total_cpu_percent: pvd plus every monitor (every thread), over 10 s, % of one core;
+- idle_overhead_percent_per_domain_1000: the same per domain;
+- tui_cpu_percent_1000: the real ``pvtui`` in tmux over 10 s after a warm-up;
+- key_to_screen_ms_p95_1000 and open_domain_view_ms_p95_1000: as bench/tui.py measures them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+from _common import REPO, percentile, report
+
+COUNT = 1000
+IN_FLIGHT = 4
+MEMORY = "16M"
+CPU_WINDOW_S = 10.0
+
+
+def cpu_seconds(pid: int) -> float:
+    total = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return 0.0
+    for task in tasks:
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total / 1e9
+
+
+async def create_all(client, domains: Path, count: int) -> tuple[float, list[int]]:
+    """``count`` idle domains, ``IN_FLIGHT`` requests at once; (domains per second, monitor pids)."""
+    for i in range(count):
+        (domains / f"idle{i:04d}.yaml").write_text(f"name: idle{i:04d}\nmemory: {MEMORY}\n")
+    gate = asyncio.Semaphore(IN_FLIGHT)
+    pids: list[int] = []
+
+    async def one(i: int) -> None:
+        async with gate:
+            summary = await client.create(domains / f"idle{i:04d}.yaml")
+            pids.append(summary.pid)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(count)))
+    return count / (time.perf_counter() - start), pids
+
+
+async def measure(count: int, tui: bool) -> list[tuple[str, float | None, str, str]]:
+    from pvtui.client import Client
+
+    with tempfile.TemporaryDirectory(prefix="pvtui-density-") as tmp:
+        runtime, domains = Path(tmp) / "run", Path(tmp) / "domains"
+        domains.mkdir()
+        os.environ.update(PVTUI_RUNTIME_DIR=str(runtime), PVTUI_DOMAINS_DIR=str(domains))
+        client = await Client.connect(start=True, domains_dir=domains)
+        try:
+            per_s, pids = await create_all(client, domains, count)
+            await asyncio.sleep(5.0)  # every guest booted and blocked; reports settle
+            times = []
+            for _ in range(50):
+                start = time.perf_counter()
+                await client.list_domains()
+                times.append((time.perf_counter() - start) * 1000)
+                await asyncio.sleep(0.05)
+            pvd = (await client.hello()).pid
+            every = [pvd, *pids]
+            await client.close()  # the measuring client's own requests are not charged
+            before, start = sum(cpu_seconds(p) for p in every), time.monotonic()
+            await asyncio.sleep(CPU_WINDOW_S)
+            total = (sum(cpu_seconds(p) for p in every) - before) / (time.monotonic() - start) * 100
+            rows = [
+                ("create_per_s", per_s, "/s", ">= 50"),
+                ("density_1000_list_ms_p95", percentile(times, 95), "ms", "<= 50"),
+                ("idle_1000_total_cpu_percent", total, "%", "<= 10 (pvd + every monitor, % of one core)"),
+                ("idle_overhead_percent_per_domain_1000", total / count, "%", "<= 0.01"),
+            ]
+            if tui:
+                rows += tui_figures(runtime, domains, count)
+            return rows
+        finally:
+            client = await Client.connect(start=False)
+            await client.engine_stop(destroy_domains=True)
+            await client.close()
+
+
+def tui_figures(runtime: Path, domains: Path, count: int) -> list[tuple[str, float | None, str, str]]:
+    """The real pvtui in tmux against the loaded engine: its CPU, cursor moves, opening a domain."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tui import cursor_row, leading_style, screen, tmux, view_shows, wait_for
+
+    if shutil.which("tmux") is None:
+        return [("tui_cpu_percent_1000", None, "%", "<= 2 (needs tmux)")]
+    session = f"pvtui-density-{os.getpid()}"
+    env = f"PVTUI_RUNTIME_DIR={runtime} PVTUI_DOMAINS_DIR={domains} PYTHONPATH={REPO} TERM=xterm-256color"
+    tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", f"exec env {env} {sys.executable} -m pvtui")
+    try:
+        wait_for(session, lambda text: "idle0000" in text, 60)
+        time.sleep(15.0)
+        process = psutil.Process(int(tmux("display", "-p", "-t", session, "#{pane_pid}").strip()))
+        before = process.cpu_times()
+        time.sleep(CPU_WINDOW_S)
+        after = process.cpu_times()
+        cpu = ((after.user - before.user) + (after.system - before.system)) / CPU_WINDOW_S * 100
+        style = leading_style(screen(session), "idle0000")
+        keys, row = [], 0
+        for _ in range(20):
+            expected = f"idle{row + 1:04d}"
+            start = time.perf_counter()
+            tmux("send-keys", "-t", session, "Down")
+            try:
+                done = wait_for(session, lambda text, e=expected: cursor_row(text, style) == e, 2)
+                keys.append((done - start) * 1000)
+            except RuntimeError:
+                pass
+            shown = cursor_row(screen(session), style)
+            row = int(shown[4:]) if shown else row + 1
+            time.sleep(0.05)
+        opens = []
+        for _ in range(10):
+            row += 1
+            tmux("send-keys", "-t", session, "Down")
+            time.sleep(1.2)
+            start = time.perf_counter()
+            tmux("send-keys", "-t", session, "Enter")
+            opens.append((wait_for(session, view_shows(f"idle{row:04d}"), 10) - start) * 1000)
+            tmux("send-keys", "-t", session, "Escape")
+            wait_for(session, lambda text: "Hypercall log" not in text, 10)
+            time.sleep(0.3)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    return [
+        ("tui_cpu_percent_1000", cpu, "%", "<= 2"),
+        ("key_to_screen_ms_p95_1000", percentile(keys, 95) if keys else None, "ms", "<= 50"),
+        ("open_domain_view_ms_p95_1000", percentile(opens, 95), "ms", "<= 50 (prefetched)"),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="100 domains")
+    parser.add_argument("--no-tui", action="store_true")
+    args = parser.parse_args()
+    count = 100 if args.quick else COUNT
+    report(f"{count} idle domains", asyncio.run(measure(count, not args.no_tui)), args.json)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(REPO))
+    main()
