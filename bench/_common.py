@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import subprocess
@@ -85,3 +86,12 @@ def report(title: str, rows: Rows, as_json: bool) -> None:
     for key, value, unit, goal in rows:
         shown = f"{'n/a':>12}" if value is None else f"{value:>12.3f}"
         print(f"  {key:<{width}}  {shown} {unit:<6} goal {goal}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """All threads of a process, from the scheduler's nanosecond clock (``/proc/PID/task/*/schedstat``)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):  # a thread that just ended
+            total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9

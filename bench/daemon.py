@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import time
 from pathlib import Path
 
 import psutil
-from _common import REPO, build_guest, p50, percentile, run_async_bench
+from _common import REPO, build_guest, cpu_seconds, p50, percentile, run_async_bench
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -61,15 +60,6 @@ async def create_to_running(client, domains: Path, samples: int) -> tuple[float,
             weighted.append((time.perf_counter() - start) * 1000)
         await client.destroy("bootme")
     return p50(times), (p50(weighted) if weighted else None)
-
-
-def cpu_seconds(pid: int) -> float:
-    """All threads of a process, from the scheduler's nanosecond clock (``/proc/PID/task/*/schedstat``)."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError, ValueError, IndexError):  # a thread that just ended
-            total += int((task / "schedstat").read_text().split()[0])
-    return total / 1e9
 
 
 async def idle_domain_cpu_percent(client, domains: Path, seconds: float) -> float:

@@ -27,26 +27,12 @@ import time
 from pathlib import Path
 
 import psutil
-from _common import REPO, percentile, report
+from _common import REPO, cpu_seconds, percentile, report
 
 COUNT = 1000
 IN_FLIGHT = 4
 MEMORY = "16M"
 CPU_WINDOW_S = 10.0
-
-
-def cpu_seconds(pid: int) -> float:
-    total = 0
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except OSError:
-        return 0.0
-    for task in tasks:
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass
-    return total / 1e9
 
 
 async def create_all(client, domains: Path, count: int) -> tuple[float, list[int]]:
