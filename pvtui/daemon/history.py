@@ -88,6 +88,15 @@ class CounterHistory:
                 ring.put(index, ring.values[previous % ring.length])
         self.count += 1
 
+    def fill(self, until_s: float, step_s: float = 1.0) -> None:
+        """Samples a second apart up to ``until_s``, each the last one's (the domain slept, nothing changed)."""
+        if not self.count:
+            return
+        start = max(self._last, until_s - self.length * step_s)
+        steps = int((until_s - start) / step_s)
+        for number in range(1, steps + 1):
+            self.repeat(start + number * step_s)
+
     def _ring(self, rings: dict[str, Ring], key: str, typecode: str) -> Ring:
         ring = rings.get(key)
         if ring is None:

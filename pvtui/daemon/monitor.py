@@ -45,6 +45,8 @@ from pvtui.errors import PvtuiError
 
 #: How often a monitor looks at its counters (and reports them if they changed): pvd's 1 Hz.
 REPORT_INTERVAL_S = 1.0
+#: Quiet looks in a row before the report loop sleeps until the domain wakes.
+DORMANT_AFTER = 3
 
 log = logging.getLogger("monitor")
 
@@ -95,6 +97,8 @@ class Monitor:
         self.domain: Domain | None = None
         self.created = time.time()
         self.restarts = 0
+        #: Set while the report loop sleeps until something happens (see _sleep_until_something_happens).
+        self._wake: asyncio.Event | None = None
         #: The last ten minutes of its counters, a sample per pvd round (pvtui/daemon/history.py).
         self.history = CounterHistory()
         self._sinks: set[asyncio.StreamWriter] = set()
@@ -178,6 +182,7 @@ class Monitor:
         last: tuple[object, ...] | None = None
         settle = False
         quiet_until = 0.0
+        quiet_checks = 0
         while True:
             await asyncio.sleep(REPORT_INTERVAL_S)  # not aligned: a thousand monitors do not all speak at once
             domain = self.domain
@@ -188,13 +193,50 @@ class Monitor:
             if counters == last and not settle and self.migration.progress is None:
                 quiet_until = now
                 self.history.repeat(now)
+                quiet_checks += 1
+                if quiet_checks >= DORMANT_AFTER:
+                    quiet_until = await self._sleep_until_something_happens(domain, counters)
+                    quiet_checks = 0
                 continue
+            quiet_checks = 0
             settle = counters != last
             last = counters
             data = self.stats()
             data["quiet_until_s"] = quiet_until
             quiet_until = 0.0
             self._push("stats", data)
+
+    async def _sleep_until_something_happens(self, domain: Domain, counters: tuple[object, ...]) -> float:
+        """Stop looking until the domain wakes (a vCPU leaves its block), pvd asks anything, the console
+        speaks or the state changes; then fill the history's quiet seconds. Returns when it woke.
+
+        A domain whose vCPUs are all blocked changes nothing until one of those:
+        looking every second would cost its monitor a wake-up a second for nothing.
+        """
+        wake = self._wake = asyncio.Event()
+
+        def woke() -> None:  # on a vCPU thread
+            self.loop.call_soon_threadsafe(wake.set)
+
+        domain.on_wake = woke
+        try:
+            if quick_counters(domain) == counters:  # nothing slipped in while the hook was set
+                await wake.wait()
+        finally:
+            domain.on_wake = None
+            self._wake = None
+        woken_at = time.monotonic()
+        self.history.fill(woken_at)
+        return woken_at
+
+    def _activity(self) -> None:
+        """Something happened: a sleeping report loop looks again."""
+        if self._wake is not None:
+            self._wake.set()
+
+    def request_served(self) -> None:
+        """The serve loop's hook after every request of pvd's: what it changed is reported within a second."""
+        self._activity()
 
     def state_record(self) -> dict[str, Any]:
         """What ``NAME.json`` holds: the spec, the pid and when the monitor started."""
@@ -237,11 +279,13 @@ class Monitor:
                 writer.write(message)
 
     def _on_console(self, data: bytes, offset: int) -> None:
+        self._activity()
         self._push("console", {"text": data.decode("utf-8", errors="replace"), "offset": offset})
 
     def _on_domain_event(self, event: DomainEvent) -> None:
         if self.domain is None or event.domain != self.name:
             return
+        self._activity()
         self._push("state", {"state": event.state.value, "detail": event.detail})
         if event.kind == "shutdown" and self.domain.finished:
             self._guest_stopped(self.domain)

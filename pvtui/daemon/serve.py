@@ -51,6 +51,9 @@ async def serve_requests(
                 break
             writer.write(await _answer(line, table, schemas, target, conn, log))
             await writer.drain()
+            served = getattr(target, "request_served", None)
+            if served is not None:  # a monitor that sleeps while its domain is idle looks again
+                served()
             takeover = getattr(conn, "takeover", None)
             if takeover is not None:  # the connection now carries something else (a migration stream)
                 await takeover(reader, writer)

@@ -103,6 +103,9 @@ class Domain:
         self._state = DomainState.BUILDING
         self._paused = False
         self._last_state = DomainState.BUILDING
+        #: Called once (from a vCPU thread), then cleared, when the blocked domain wakes: an
+        #: idle domain's monitor sleeps until then instead of looking every second.
+        self.on_wake: Callable[[], None] | None = None
         self._finished = threading.Event()
         self.vcpus = VcpuSet(self, config.vcpus, self._create_vcpu)
         self.started_ns = 0
@@ -197,6 +200,9 @@ class Domain:
         state = self.state
         if state is self._last_state:
             return
+        if state is DomainState.RUNNING and self._last_state is DomainState.BLOCKED and self.on_wake is not None:
+            hook, self.on_wake = self.on_wake, None
+            hook()
         flapping = {state, self._last_state} <= {DomainState.RUNNING, DomainState.BLOCKED}
         self._last_state = state
         if not flapping:
