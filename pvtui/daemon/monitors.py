@@ -95,18 +95,40 @@ class PvdMonitors(PvdStats):
 
     # --- monitors -------------------------------------------------------------------
     async def _spawn(self, spec: MonitorSpec) -> int:
+        """A new monitor from the zygote; several may be starting at once (answers come tagged)."""
         assert self._zygote_stream is not None
-        reader, writer = self._zygote_stream
-        async with self._zygote_lock:
-            writer.write(json.dumps(spec.__dict__).encode() + b"\n")
-            await writer.drain()
-            line = await reader.readline()
-        if not line:
-            raise PvtuiError("The engine's zygote died", "Restart pvd: pvtui engine stop, then pvtui engine start.")
-        status = json.loads(line)
+        if self._zygote_dead is not None:
+            raise self._zygote_dead
+        _, writer = self._zygote_stream
+        self._zygote_tag += 1
+        tag = self._zygote_tag
+        answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._zygote_waiting[tag] = answer
+        try:
+            async with self._zygote_lock:  # whole lines, one writer at a time
+                writer.write(json.dumps({**spec.__dict__, "tag": tag}).encode() + b"\n")
+                await writer.drain()
+            status = await answer
+        finally:
+            self._zygote_waiting.pop(tag, None)
         if not status.get("ok"):
             raise PvtuiError(status.get("title", "Domain did not start"), status.get("message", ""))
         return int(status["pid"])
+
+    async def _zygote_answers(self) -> None:
+        """Hand each of the zygote's answers to the request it answers; if it dies, fail them all."""
+        assert self._zygote_stream is not None
+        reader, _ = self._zygote_stream
+        while line := await reader.readline():
+            status = json.loads(line)
+            waiting = self._zygote_waiting.get(status.get("tag"))
+            if waiting is not None and not waiting.done():
+                waiting.set_result(status)
+        gone = PvtuiError("The engine's zygote died", "Restart pvd: pvtui engine stop, then pvtui engine start.")
+        self._zygote_dead = gone
+        for waiting in self._zygote_waiting.values():
+            if not waiting.done():
+                waiting.set_exception(gone)
 
     async def _link(self, record: DomainRecord) -> None:
         name = record.name

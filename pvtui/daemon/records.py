@@ -26,6 +26,7 @@ from pvtui.daemon.zygote import Zygote
 from pvtui.domain.model import DomainSummary, MemoryInfo
 from pvtui.domain.schema import DomainConfig
 from pvtui.engine.lifecycle import RestartGuard
+from pvtui.errors import PvtuiError
 
 TOPICS = {"stats", "state", "console", "hypercalls", "lifecycle", "migration", "journal"}
 
@@ -147,6 +148,9 @@ class PvdState:
     _registry_lock: asyncio.Lock
     _zygote_lock: asyncio.Lock
     _zygote_stream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None
+    _zygote_tag: int
+    _zygote_waiting: dict[int, asyncio.Future[dict[str, Any]]]
+    _zygote_dead: PvtuiError | None
     _hypercall_tasks: dict[str, asyncio.Task[None]]
     #: Domains whose monitor died and that on_crash is restarting: the new record when it is up (None: failed).
     _restarting: dict[str, asyncio.Future[DomainRecord | None]]

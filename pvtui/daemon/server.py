@@ -88,6 +88,9 @@ class Pvd(PvdMoves):
         self._registry_lock = asyncio.Lock()
         self._zygote_lock = asyncio.Lock()
         self._zygote_stream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._zygote_tag = 0
+        self._zygote_waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._zygote_dead: PvtuiError | None = None
         self._hypercall_tasks: dict[str, asyncio.Task[None]] = {}
         self._restarting: dict[str, asyncio.Future[DomainRecord | None]] = {}
         self._detaching: set[asyncio.Task[None]] = set()
@@ -99,6 +102,7 @@ class Pvd(PvdMoves):
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         self._zygote_stream = await asyncio.open_connection(sock=self.zygote.sock)
+        zygote_answers = asyncio.create_task(self._zygote_answers())
         # Reattach before listening, so no client sees a half-known registry.
         await self._reattach()
         sock = paths.socket_path()
@@ -110,6 +114,7 @@ class Pvd(PvdMoves):
         await self._stop.wait()
         poller.cancel()
         watcher.cancel()
+        zygote_answers.cancel()
         if self._server is not None:
             self._server.close()
         if self._detaching:

@@ -5,7 +5,8 @@ loop, with the engine already imported and ``gc.freeze()``-d. Forking a
 monitor from it costs about a millisecond and no interpreter start, and the
 monitor inherits nothing of pvd's (no listening socket, no event loop, no
 lock). Each monitor reports through a pipe when it is serving, or why its
-domain could not be built.
+domain could not be built; several monitors may be starting at once, each
+answer tagged with its request's tag.
 
 Monitors start their own session, so they outlive pvd and the zygote; the
 zygote ignores SIGCHLD so the kernel reaps monitors that exit.
@@ -21,7 +22,8 @@ import select
 import signal
 import socket
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from pvtui.daemon import paths
@@ -52,7 +54,23 @@ def start_zygote() -> Zygote:
     return Zygote(pid, pvd_end)
 
 
+@dataclass
+class _Starting:
+    """A monitor forked but not yet reporting (its readiness pipe still open)."""
+
+    tag: object
+    pid: int
+    deadline: float
+    data: bytearray = field(default_factory=bytearray)
+
+
 def _zygote_main(sock: socket.socket) -> int:
+    """Fork a monitor per request and answer each as its monitor reports, several starting at once.
+
+    Requests are JSON lines, each with pvd's ``tag``; an answer carries the
+    tag back, so answers may come in any order: a monitor's start (building
+    its domain, ~20 ms) no longer holds up the next fork.
+    """
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(ImportError):
@@ -60,39 +78,60 @@ def _zygote_main(sock: socket.socket) -> int:
 
         setproctitle.setproctitle("pvtui-zygote")
     gc.freeze()  # keep the collector from touching (and so copying) inherited objects
-    stream = sock.makefile("rwb")
-    for line in stream:
-        spec = MonitorSpec.from_dict(json.loads(line))
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            stream.close()
-            sock.close()
-            os.close(read_fd)
-            os._exit(_monitor_child(spec, write_fd))
-        os.close(write_fd)
-        status = _wait_ready(read_fd)
-        stream.write(json.dumps({"pid": pid, **status}).encode() + b"\n")
-        stream.flush()
-    return 0
-
-
-def _wait_ready(read_fd: int) -> dict[str, Any]:
-    data = b""
-    try:
-        while True:
-            readable, _, _ = select.select([read_fd], [], [], READY_TIMEOUT_S)
-            if not readable:
-                return {"ok": False, "title": "Monitor did not start", "message": "No answer within 30 s; see its log."}
-            chunk = os.read(read_fd, 4096)
+    buffer = b""
+    starting: dict[int, _Starting] = {}
+    while True:
+        timeout = None
+        if starting:
+            timeout = max(0.0, min(s.deadline for s in starting.values()) - time.monotonic())
+        readable, _, _ = select.select([sock.fileno(), *starting], [], [], timeout)
+        if sock.fileno() in readable:
+            chunk = sock.recv(1 << 16)
             if not chunk:
-                break
-            data += chunk
-    finally:
-        os.close(read_fd)
+                return 0  # pvd is gone
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                request = json.loads(line)
+                tag = request.pop("tag", None)
+                read_fd, pid = _fork_monitor(MonitorSpec.from_dict(request), sock, starting)
+                starting[read_fd] = _Starting(tag, pid, time.monotonic() + READY_TIMEOUT_S)
+        for fd in [fd for fd in readable if fd != sock.fileno()]:
+            chunk = os.read(fd, 4096)
+            if chunk:
+                starting[fd].data += chunk
+                continue
+            _answer(sock, starting.pop(fd), fd)
+        now = time.monotonic()
+        for fd in [fd for fd, s in starting.items() if s.deadline <= now]:
+            late = starting.pop(fd)
+            late.data = bytearray(json.dumps(_NO_ANSWER).encode())
+            _answer(sock, late, fd)
+
+
+_NO_ANSWER = {"ok": False, "title": "Monitor did not start", "message": "No answer within 30 s; see its log."}
+
+
+def _fork_monitor(spec: MonitorSpec, sock: socket.socket, starting: dict[int, _Starting]) -> tuple[int, int]:
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        sock.close()
+        for fd in [read_fd, *starting]:  # the other monitors' pipes are theirs
+            os.close(fd)
+        os._exit(_monitor_child(spec, write_fd))
+    os.close(write_fd)
+    return read_fd, pid
+
+
+def _answer(sock: socket.socket, started: _Starting, fd: int) -> None:
+    os.close(fd)
+    data = bytes(started.data)
     if not data:
-        return {"ok": False, "title": "Monitor died while starting", "message": "See the domain's monitor log."}
-    return json.loads(data)
+        status = {"ok": False, "title": "Monitor died while starting", "message": "See the domain's monitor log."}
+    else:
+        status = json.loads(data)
+    sock.sendall(json.dumps({"tag": started.tag, "pid": started.pid, **status}).encode() + b"\n")
 
 
 def _monitor_child(spec: MonitorSpec, ready_fd: int) -> int:
