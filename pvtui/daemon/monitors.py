@@ -262,13 +262,16 @@ class PvdMonitors(PvdStats):
 
         ``memory_bytes`` is what the domain commits when that is more than its
         boot memory (a restored domain with hot-added memory)."""
+        # The checks and the reservation (name, memory, domid) under the lock; the monitor's start
+        # outside it, so several creates start their monitors at once.
         async with self._registry_lock:
-            if config.name in self.records:
+            if config.name in self.records or config.name in self._creating:
                 raise PvtuiError(
                     f"A domain named {config.name} exists",
                     "Destroy it first (pvtui destroy NAME) or rename the new one.",
                 )
-            self.admit_memory(max(config.memory, memory_bytes or 0), f"domain {config.name}")
+            memory = max(config.memory, memory_bytes or 0)
+            self.admit_memory(memory, f"domain {config.name}")
             for vcpu in range(config.maxvcpus_or_vcpus):
                 admission.check_cpus(config.vcpu_affinity(vcpu), f"{config.name} vCPU {vcpu}")
             if config.cpu_cap and not self.cpu.can_cap:
@@ -277,7 +280,10 @@ class PvdMonitors(PvdStats):
 
             kernel = spec_fields.pop("kernel", None) or config.kernel or str(bundled_kernel())
             if domid is None:
-                domid = max((r.spec.domid for r in self.records.values()), default=0) + 1
+                taken = [r.spec.domid for r in self.records.values()] + [d for _, d in self._creating.values()]
+                domid = max(taken, default=0) + 1
+            self._creating[config.name] = (memory, domid)
+        try:
             spec = MonitorSpec(config.name, domid, config.model_dump(mode="json"), definition, kernel, **spec_fields)
             pid = await self._spawn(spec)
             record = DomainRecord(spec, config, pid=pid, weight=config.cpu_weight, cap=config.cpu_cap)
@@ -285,6 +291,8 @@ class PvdMonitors(PvdStats):
                 record.guard = guard
             await self._link(record)
             self.records[config.name] = record
+        finally:
+            self._creating.pop(config.name, None)
         # Joining a cgroup costs 10-25 ms on cgroup v1 (an RCU grace period): it runs in a
         # worker thread beside the reply, so the guest runs unweighted for those milliseconds.
         self._attach_cpu_control(record)

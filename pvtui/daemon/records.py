@@ -146,6 +146,8 @@ class PvdState:
     started: float
     _stop: asyncio.Event
     _registry_lock: asyncio.Lock
+    #: Creates under way (name -> the memory admitted for it, its domid): held while its monitor starts.
+    _creating: dict[str, tuple[int, int]]
     _zygote_lock: asyncio.Lock
     _zygote_stream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None
     _zygote_tag: int
@@ -158,7 +160,9 @@ class PvdState:
 
     def committed_bytes(self) -> int:
         """Guest memory every running domain may touch (what admission counts)."""
-        return sum(record.committed_bytes for record in self.records.values())
+        return sum(record.committed_bytes for record in self.records.values()) + sum(
+            memory for memory, _domid in self._creating.values()
+        )
 
     def admit_memory(self, extra_bytes: int, what: str) -> None:
         """Refuse ``extra_bytes`` more committed memory if the host cannot back it (raises :class:`AdmissionError`)."""
