@@ -371,7 +371,7 @@ class LiveTable(ScrollView, can_focus=True):
 
     def _fit_columns(self) -> bool:
         """Leave out columns of ``drop_order`` until the rest fit the widget; True if that changed."""
-        width, hidden = self.size.width, set()
+        width, hidden = self.scrollable_content_region.width, set()  # a vertical scrollbar takes its share
         if width > 0 and self.drop_order:
             total = sum(w + 2 for w in self._widths)
             for key in self.drop_order:
