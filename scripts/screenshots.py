@@ -67,34 +67,19 @@ async def capture(domains_dir: Path) -> None:
         print("screenshots/palette.svg")
 
 
-async def capture_small(domains_dir: Path) -> None:
-    """The home screen at 80x24, the smallest terminal the UI is laid out for."""
+async def capture_home(domains_dir: Path, name: str, size: tuple[int, int], theme: str | None = None) -> None:
+    """The home screen alone: at 80x24 (the smallest terminal it is laid out for), or in another theme."""
     from pvtui.ui.app import PvtuiApp
 
-    app = PvtuiApp(domains_dir)
-    async with app.run_test(size=(80, 24)) as pilot:
+    app = PvtuiApp(domains_dir, theme=theme)
+    async with app.run_test(size=size) as pilot:
         for _ in range(100):
             await pilot.pause(0.1)
             if len(app.domains) >= 3 and app.host:
                 break
         await pilot.pause(2.5)
-        app.save_screenshot(str(OUT / "domains-80x24.svg"))
-        print("screenshots/domains-80x24.svg")
-
-
-async def capture_colour_blind(domains_dir: Path) -> None:
-    """The home screen in the colour-blind-safe theme."""
-    from pvtui.ui.app import PvtuiApp
-
-    app = PvtuiApp(domains_dir, theme="pvtui-colour-blind")
-    async with app.run_test(size=SIZE) as pilot:
-        for _ in range(100):
-            await pilot.pause(0.1)
-            if len(app.domains) >= 3 and app.host:
-                break
-        await pilot.pause(2.5)
-        app.save_screenshot(str(OUT / "domains-colour-blind.svg"))
-        print("screenshots/domains-colour-blind.svg")
+        app.save_screenshot(str(OUT / f"{name}.svg"))
+        print(f"screenshots/{name}.svg")
 
 
 async def capture_fleet(second: Path) -> None:
@@ -132,8 +117,8 @@ def main() -> int:
         second = Path(tmp) / "run-b"
         try:
             asyncio.run(capture(domains))
-            asyncio.run(capture_small(domains))
-            asyncio.run(capture_colour_blind(domains))
+            asyncio.run(capture_home(domains, "domains-80x24", (80, 24)))
+            asyncio.run(capture_home(domains, "domains-colour-blind", SIZE, "pvtui-colour-blind"))
             from pvtui.client.connect import start_engine_on
             from pvtui.client.hosts import parse_host_uri
 
