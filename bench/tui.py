@@ -68,7 +68,7 @@ def cursor_row(text: str, cursor_background: str) -> str | None:
     """The domain name drawn on the cursor's background colour (tmux repeats only changed SGR codes,
     so a line's leading codes differ with the line above it; the colour under the name does not)."""
     for line in text.splitlines():
-        match = re.search(r"idle\d{3}", SGR.sub("", line))
+        match = re.search(r"idle\d+", SGR.sub("", line))
         if match and background_before(line, match.group(0)) == cursor_background:
             return match.group(0)
     return None

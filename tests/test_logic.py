@@ -281,3 +281,16 @@ def test_logs_rotate_at_their_size_keeping_two_old_files(tmp_path):
     log.write_text("small")
     rotate_if_large(log, max_bytes=10)
     assert log.read_text() == "small"
+
+
+def test_a_quiet_domains_uptime_runs_on_between_its_summaries():
+    """pvd re-sends nothing for an idle domain; the table adds the time since its summary came."""
+    from pvtui.client import DomainSummary
+    from pvtui.ui.format import History
+    from pvtui.ui.screens.domains import row_cells
+
+    quiet = DomainSummary(name="quiet", domid=1, state="blocked", uptime_s=30.0)
+    assert row_cells(quiet, History(), 1 << 30, age_s=0.0)["uptime"] == "<1m"
+    assert row_cells(quiet, History(), 1 << 30, age_s=150.0)["uptime"] == "3m"
+    dead = DomainSummary(name="gone", domid=2, state="shutdown", uptime_s=30.0)
+    assert row_cells(dead, History(), 1 << 30, age_s=150.0)["uptime"] == "<1m", "a stopped one's uptime stands"

@@ -58,9 +58,7 @@ class DomainRecord:
     migration: dict[str, Any] | None = None
     #: New figures since the last round's events (the monitor reported a change).
     stats_changed: bool = False
-    _summary: tuple[dict[str, Any] | None, tuple[object, ...], dict[str, Any]] | None = field(
-        default=None, repr=False
-    )
+    _summary: tuple[dict[str, Any] | None, tuple[object, ...], dict[str, Any]] | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from textual import work
@@ -82,7 +83,9 @@ def commit_text(host: HostInfo) -> str:
     return text
 
 
-def row_cells(d: DomainSummary, history: History, memory_total: int) -> dict[str, str]:
+def row_cells(d: DomainSummary, history: History, memory_total: int, age_s: float = 0.0) -> dict[str, str]:
+    """A domain's cells; ``age_s``: how long ago its summary came (a quiet domain's is not re-sent,
+    and its uptime runs on meanwhile)."""
     cpu_series = list(history.get(f"cpu:{d.name}"))[-SPARK_WIDTH:]
     mem_series = list(history.get(f"mem:{d.name}"))[-SPARK_WIDTH:]
     share = d.memory.held_bytes / max(memory_total, 1)
@@ -99,7 +102,7 @@ def row_cells(d: DomainSummary, history: History, memory_total: int) -> dict[str
         "mem_pct": toned(f"{100 * share:4.1f}", mem_tone(share)),
         "cpu_s": f"{d.cpu_s:8.1f}",
         "hcalls": measured(d.hypercalls_per_s, 8),
-        "uptime": duration(d.uptime_s),
+        "uptime": duration(d.uptime_s + (age_s if d.state in ("running", "blocked", "paused") else 0.0)),
         "id": str(d.domid),
     }
 
@@ -129,6 +132,8 @@ class DomainsScreen(FilteredTableScreen):
         self.filter_text = ""
         self._ready = False
         self._early_events: list[JournalEntry] = []
+        #: When each domain's current summary first arrived (its as_of, local monotonic).
+        self._seen_at: dict[str, tuple[float, float]] = {}
         #: The host's last ten minutes, once the plots were shown (h).
         self.host_history: HostHistory | None = None
 
@@ -160,6 +165,13 @@ class DomainsScreen(FilteredTableScreen):
     def selected_name(self) -> str | None:
         return self.table.cursor_key
 
+    def _age(self, d: DomainSummary, now: float) -> float:
+        """Seconds since this summary of ``d`` first reached the screen (by its ``as_of``)."""
+        seen = self._seen_at.get(d.name)
+        if seen is None or seen[0] != d.as_of:
+            seen = self._seen_at[d.name] = (d.as_of, now)
+        return now - seen[1]
+
     def update_data(self, domains: list[DomainSummary], host: HostInfo | None, sample: bool) -> None:
         """New figures from the engine; ``sample`` adds a point to the histories."""
         self.domains = domains
@@ -175,6 +187,9 @@ class DomainsScreen(FilteredTableScreen):
                     self.history.add(f"cpu:{d.name}", d.cpu_percent)
                 self.history.add(f"mem:{d.name}", d.memory.held_bytes)
             self.history.keep_only({f"{kind}:{d.name}" for d in domains for kind in ("cpu", "mem")})
+            names = {d.name for d in domains}
+            for gone in self._seen_at.keys() - names:
+                del self._seen_at[gone]
         if self.is_current and self._ready:
             self._show()
 
@@ -203,7 +218,8 @@ class DomainsScreen(FilteredTableScreen):
         """Repaint changed rows only; rebuild when the set or order of rows changes."""
         memory_total = self.host.memory_total if self.host else 1
         visible = self._visible()
-        rows = {d.name: list(row_cells(d, self.history, memory_total).values()) for d in visible}
+        now = time.monotonic()
+        rows = {d.name: list(row_cells(d, self.history, memory_total, self._age(d, now)).values()) for d in visible}
         self.table.sync_rows(rows)
 
     def action_toggle_plots(self) -> None:
