@@ -58,7 +58,9 @@ class DomainRecord:
     migration: dict[str, Any] | None = None
     #: New figures since the last round's events (the monitor reported a change).
     stats_changed: bool = False
-    _summary: tuple[dict[str, Any] | None, tuple[object, ...], dict[str, Any]] | None = field(default=None, repr=False)
+    _summary: tuple[dict[str, Any] | None, dict[str, Any] | None, tuple[object, ...], dict[str, Any]] | None = field(
+        default=None, repr=False
+    )
 
     @property
     def name(self) -> str:
@@ -92,13 +94,14 @@ class DomainRecord:
         call copies it with the uptime and ``as_of`` of now. A thousand
         domains' ``list`` spent ~140 µs a domain building them afresh.
         """
-        key = (self.state, self.pid, self.weight, self.cap, self.crash_reason, id(self.migration), self.link is None)
+        key = (self.state, self.pid, self.weight, self.cap, self.crash_reason, self.link is None)
         cached = self._summary
-        if cached is None or cached[0] is not self.stats or cached[1] != key:
-            # The cache holds the stats dict itself: its identity cannot be reused by a newer one.
-            cached = self._summary = (self.stats, key, self._build_summary())
+        if cached is None or cached[0] is not self.stats or cached[1] is not self.migration or cached[2] != key:
+            # The cache holds the stats and migration dicts themselves: their identities cannot be
+            # reused by newer ones while it does.
+            cached = self._summary = (self.stats, self.migration, key, self._build_summary())
         stats = self.stats or {}
-        return {**cached[2], "uptime_s": round(self._uptime_now(stats), 2), "as_of": time.monotonic()}
+        return {**cached[3], "uptime_s": round(self._uptime_now(stats), 2), "as_of": time.monotonic()}
 
     def _build_summary(self) -> dict[str, Any]:
         stats = self.stats or {}

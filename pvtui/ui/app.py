@@ -93,15 +93,9 @@ class PvtuiApp(DomainActions):
     async def open_fleet_domain(self, link: HostLink, name: str) -> None:
         """The domain view for a fleet row: the app's client and host become the row's host's
         while it is open, so every key of the view acts there."""
-        if link.client is None:
+        if link.client is None or (info := await self._info_or_notice(link.client, name)) is None:
             return
-        try:
-            info = await link.client.info(name)
-        except EngineError as exc:
-            self.notify(exc.message, title=exc.title, severity="error")
-            return
-        self.client, self.host_uri = link.client, link.uri
-        self.domains = {d.name: d for d in link.domains}
+        self.focus_fleet_host(link)
         self.domains[name] = info.summary  # fresher than the link's last poll
         screen = DomainScreen()
         screen.show_domain(name, link.client, info)
@@ -122,14 +116,17 @@ class PvtuiApp(DomainActions):
     @work(exclusive=True, group="open-domain")
     async def open_domain(self, name: str) -> None:
         """Fetch the domain's figures first, so the view's first frame already shows them."""
-        if self.client is None:
-            return
-        try:
-            info = await self.client.info(name)
-        except EngineError as exc:
-            self.notify(exc.message, title=exc.title, severity="error")
+        if self.client is None or (info := await self._info_or_notice(self.client, name)) is None:
             return
         self._show_domain(name, self.client, info)
+
+    async def _info_or_notice(self, client: Client, name: str) -> DomainInfo | None:
+        """The domain's figures, or None with the engine's refusal shown."""
+        try:
+            return await client.info(name)
+        except EngineError as exc:
+            self.notify(exc.message, title=exc.title, severity="error")
+            return None
 
     def _show_domain(self, name: str, client: Client, info: DomainInfo) -> None:
         if self.screen is self.domains_screen:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from rich.markup import escape
 from textual import events, work
@@ -29,6 +30,7 @@ from pvtui.ui.table import LiveTable
 from pvtui.ui.tones import level_tone, state_tone, toned
 from pvtui.ui.widgets import KeyBar, LiveText, TabBar
 
+T = TypeVar("T")
 MAX_LOG_ROWS = 1500
 VCPU_COLUMNS = [
     ("id", "VCPU"),
@@ -277,17 +279,23 @@ class DomainScreen(Screen[None]):
     @work(exclusive=True, group="domain-journal")
     async def load_journal(self) -> None:
         """The domain's past events, fetched when the Events tab first shows (not on every open)."""
-        if self.client is None or self.domain_name is None:
-            return
-        name = self.domain_name
-        try:
-            entries = await self.client.journal(name, limit=200)
-        except EngineError as exc:
-            self.notify(exc.message, title=exc.title, severity="error")
-            return
-        if name == self.domain_name:  # the past replaces what arrived live meanwhile (it holds it too)
+        entries = await self._ask_about_this_domain(lambda client, name: client.journal(name, limit=200))
+        if entries is not None:  # the past replaces what arrived live meanwhile (it holds it too)
             self.query_one("#events", EventsTable).clear()
             self.query_one("#events", EventsTable).add_entries(entries)
+
+    async def _ask_about_this_domain(self, ask: Callable[[Client, str], Awaitable[T]]) -> T | None:
+        """``ask(client, name)`` for the domain shown; None if refused (the refusal shown) or the view
+        moved to another domain meanwhile."""
+        if self.client is None or self.domain_name is None:
+            return None
+        name = self.domain_name
+        try:
+            answer = await ask(self.client, name)
+        except EngineError as exc:
+            self.notify(exc.message, title=exc.title, severity="error")
+            return None
+        return answer if name == self.domain_name else None
 
     def on_domain_screen_journal(self, message: Journal) -> None:
         if message.domain == self.domain_name:
@@ -461,15 +469,8 @@ class DomainScreen(Screen[None]):
 
     @work(exclusive=True, group="domain-history")
     async def load_history(self) -> None:
-        if self.client is None or self.domain_name is None:
-            return
-        name = self.domain_name
-        try:
-            history = await self.client.history(name)
-        except EngineError as exc:
-            self.notify(exc.message, title=exc.title, severity="error")
-            return
-        if name == self.domain_name:
+        history = await self._ask_about_this_domain(lambda client, name: client.history(name))
+        if history is not None:
             self.plot_history = history
             self._draw_plot()
 
