@@ -271,6 +271,39 @@ def test_bad_requests_get_errors_and_change_nothing(engine: Engine, payload: byt
         engine.ok("destroy", "steady")
 
 
+def _replies(sock: socket.socket, count: int) -> list[dict]:
+    data = b""
+    while data.count(b"\n") < count:
+        chunk = sock.recv(1 << 20)
+        assert chunk, f"pvd hung up after {len(data.splitlines())} of {count} replies"
+        data += chunk
+    return [json.loads(line) for line in data.splitlines()]
+
+
+def test_requests_on_one_connection_run_side_by_side(engine: Engine):
+    """A quick request is not held up by a slow one sent before it on the same connection,
+    and every pipelined request gets its own reply, matched by id."""
+    path = engine.define("sidebyside", "memory: 32M\n")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(engine.runtime / "pvd.sock"))
+        create = {"v": 1, "id": 1, "op": "create", "args": {"path": path}}
+        hello = {"v": 1, "id": 2, "op": "hello", "args": {}}
+        sock.sendall(json.dumps(create).encode() + b"\n" + json.dumps(hello).encode() + b"\n")
+        first, second = _replies(sock, 2)
+        assert first["id"] == 2 and first["ok"], "hello answered while the domain was still starting"
+        assert second["id"] == 1 and second["ok"] and second["result"]["name"] == "sidebyside"
+
+        # A flood of pipelined requests: each answered once (pvd reads ahead a bounded number).
+        flood = b"".join(
+            json.dumps({"v": 1, "id": 100 + i, "op": "list", "args": {}}).encode() + b"\n" for i in range(300)
+        )
+        sock.sendall(flood)
+        replies = _replies(sock, 300)
+        assert sorted(r["id"] for r in replies) == list(range(100, 400))
+        assert all(r["ok"] and [d["name"] for d in r["result"]] == ["sidebyside"] for r in replies)
+    engine.ok("destroy", "sidebyside")
+
+
 def _configuration(engine: Engine) -> list[tuple]:
     """What a request could change: each domain's identity, vCPUs, memory and scheduling.
 

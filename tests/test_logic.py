@@ -294,3 +294,37 @@ def test_a_quiet_domains_uptime_runs_on_between_its_summaries():
     assert row_cells(quiet, History(), 1 << 30, age_s=150.0)["uptime"] == "3m"
     dead = DomainSummary(name="gone", domid=2, state="shutdown", uptime_s=30.0)
     assert row_cells(dead, History(), 1 << 30, age_s=150.0)["uptime"] == "<1m", "a stopped one's uptime stands"
+
+
+def test_a_records_list_json_is_its_summary():
+    """pvd's list sends each domain's kept JSON: the same figures as its summary, uptime of now."""
+    from pvtui.daemon.monitor import MonitorSpec
+    from pvtui.daemon.records import DomainRecord
+    from pvtui.domain.schema import DomainConfig
+
+    config = DomainConfig.model_validate({"name": "web", "memory": "64M"})
+    spec = MonitorSpec("web", 3, config.model_dump(mode="json"), "/d/web.yaml", "/k")
+    record = DomainRecord(spec, config, pid=42, state="blocked")
+    record.stats = {"uptime_s": 12.5, "vcpus": [{"cpu_time_s": 1.25}], "memory": {"held_bytes": 1 << 20}}
+    sent, built = json.loads(record.summary_json()), record.summary()
+    assert sent.keys() == built.keys()
+    assert {k: v for k, v in sent.items() if k not in ("uptime_s", "as_of")} == {
+        k: v for k, v in built.items() if k not in ("uptime_s", "as_of")
+    }
+    assert sent["memory"]["held_bytes"] == 1 << 20 and sent["cpu_s"] == 1.25 and sent["state"] == "blocked"
+    record.state = "paused"  # a change of state is a new summary, not the kept one
+    assert json.loads(record.summary_json())["state"] == "paused"
+
+
+def test_summaries_read_from_a_newer_or_broken_pvd():
+    """Keys a newer pvd adds are left out; a row without a name fails as the constructor does."""
+    from pvtui.client import DomainSummary
+    from pvtui.domain.model import MemoryInfo
+
+    row = {"name": "web", "domid": 1, "state": "running", "memory": {"held_bytes": 5, "new_key": 1}, "future": 2}
+    summary = DomainSummary.from_dict(row)
+    assert summary == DomainSummary(name="web", domid=1, state="running", memory=MemoryInfo(held_bytes=5))
+    assert not hasattr(summary, "future") and not hasattr(summary.memory, "new_key")
+    assert DomainSummary.from_dict({"name": "x", "domid": 2, "state": "blocked"}).memory == MemoryInfo()
+    with pytest.raises(TypeError):
+        DomainSummary.from_dict({"domid": 1, "state": "running"})

@@ -243,7 +243,7 @@ class PvdMoves(PvdMonitors):
         log.info("migrated %s to %s: %s", name, target, figures)
         return figures
 
-    @PVD_OPS.op("migrate_out", {"name": str, "downtime_ms?": NUM})
+    @PVD_OPS.op("migrate_out", {"name": str, "downtime_ms?": NUM}, takes_over=True)
     async def op_migrate_out(self, client: ClientConn, args: dict[str, Any]) -> Any:
         """Migrate over this connection: a client relays it to the target pvd (another host, over ssh).
 
@@ -309,7 +309,7 @@ class PvdMoves(PvdMonitors):
         return await link.request("migrate_cancel")
 
     # --- live migration: the target ------------------------------------------------------------
-    @PVD_OPS.op("migrate_incoming", {"meta": dict})
+    @PVD_OPS.op("migrate_incoming", {"meta": dict}, takes_over=True)
     async def op_migrate_incoming(self, client: ClientConn, args: dict[str, Any]) -> Any:
         meta = args["meta"]
         config = _config_from_meta(meta, "stream", None)

@@ -32,6 +32,8 @@ class Op:
     callers: str
     #: The reply is the monitor's stats after the change (pvd refreshes its cache from it).
     fresh_stats: bool = False
+    #: The reply hands the connection to a byte stream (a migration); nothing else may be written to it.
+    takes_over: bool = False
 
 
 class OpTable:
@@ -41,11 +43,13 @@ class OpTable:
         self.callers = callers
         self.ops: dict[str, Op] = {}
 
-    def op(self, name: str, args: dict[str, Any] | None = None, fresh_stats: bool = False) -> Callable[[F], F]:
+    def op(
+        self, name: str, args: dict[str, Any] | None = None, fresh_stats: bool = False, takes_over: bool = False
+    ) -> Callable[[F], F]:
         def register(handler: F) -> F:
             if name in self.ops:
                 raise ValueError(f"op {name} declared twice")
-            self.ops[name] = Op(name, dict(args or {}), handler.__name__, self.callers, fresh_stats)
+            self.ops[name] = Op(name, dict(args or {}), handler.__name__, self.callers, fresh_stats, takes_over)
             return handler
 
         return register

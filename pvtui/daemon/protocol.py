@@ -107,7 +107,18 @@ def _as_tuple(spec: type | tuple[type, ...]) -> tuple[type, ...]:
     return spec if isinstance(spec, tuple) else (spec,)
 
 
+class RawJson(bytes):
+    """A result already encoded as JSON (pvd keeps each domain's summary encoded)."""
+
+
 def reply_ok(request_id: int, result: Any) -> bytes:
+    if isinstance(result, RawJson):
+        data = b'{"v":%d,"id":%d,"ok":true,"result":%s}\n' % (PROTOCOL_VERSION, request_id, result)
+        if len(data) > MAX_MESSAGE_BYTES:
+            raise ProtocolError(
+                "too_large", "Message too large", f"{len(data)} bytes; the limit is {MAX_MESSAGE_BYTES}."
+            )
+        return data
     return encode({"id": request_id, "ok": True, "result": result})
 
 

@@ -8,6 +8,7 @@ one concern each: the 1 Hz figures, the monitor processes, the requests.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -35,6 +36,18 @@ def _rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
+@dataclass(frozen=True)
+class _CachedSummary:
+    """A domain's summary as last built, and what it was built from."""
+
+    stats: dict[str, Any] | None
+    migration: dict[str, Any] | None
+    key: tuple[object, ...]
+    fields: dict[str, Any]
+    #: ``fields`` but the uptime and ``as_of`` as JSON, its closing brace left off.
+    json_head: bytes
+
+
 @dataclass
 class DomainRecord:
     spec: MonitorSpec
@@ -58,9 +71,7 @@ class DomainRecord:
     migration: dict[str, Any] | None = None
     #: New figures since the last round's events (the monitor reported a change).
     stats_changed: bool = False
-    _summary: tuple[dict[str, Any] | None, dict[str, Any] | None, tuple[object, ...], dict[str, Any]] | None = field(
-        default=None, repr=False
-    )
+    _summary: _CachedSummary | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -94,14 +105,32 @@ class DomainRecord:
         call copies it with the uptime and ``as_of`` of now. A thousand
         domains' ``list`` spent ~140 µs a domain building them afresh.
         """
+        cached = self._cached_summary()
+        return {**cached.fields, "uptime_s": round(self._uptime_now(self.stats or {}), 2), "as_of": time.monotonic()}
+
+    def summary_json(self) -> bytes:
+        """:meth:`summary` as JSON, from the kept encoding: a thousand domains' ``list`` spent
+        ~14 ms encoding the same figures again every time."""
+        cached = self._cached_summary()
+        uptime = round(self._uptime_now(self.stats or {}), 2)
+        return b'%s,"uptime_s":%r,"as_of":%r}' % (cached.json_head, uptime, time.monotonic())
+
+    def _cached_summary(self) -> _CachedSummary:
         key = (self.state, self.pid, self.weight, self.cap, self.crash_reason, self.link is None)
         cached = self._summary
-        if cached is None or cached[0] is not self.stats or cached[1] is not self.migration or cached[2] != key:
+        if (
+            cached is None
+            or cached.stats is not self.stats
+            or cached.migration is not self.migration
+            or cached.key != key
+        ):
             # The cache holds the stats and migration dicts themselves: their identities cannot be
             # reused by newer ones while it does.
-            cached = self._summary = (self.stats, self.migration, key, self._build_summary())
-        stats = self.stats or {}
-        return {**cached[3], "uptime_s": round(self._uptime_now(stats), 2), "as_of": time.monotonic()}
+            fields = self._build_summary()
+            head = {k: v for k, v in fields.items() if k not in ("uptime_s", "as_of")}
+            json_head = json.dumps(head, separators=(",", ":")).encode()[:-1]  # without its closing brace
+            cached = self._summary = _CachedSummary(self.stats, self.migration, key, fields, json_head)
+        return cached
 
     def _build_summary(self) -> dict[str, Any]:
         stats = self.stats or {}

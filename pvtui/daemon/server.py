@@ -37,7 +37,7 @@ from pvtui.daemon.journal import Journal
 from pvtui.daemon.moves import PvdMoves
 from pvtui.daemon.oom import OomWitness
 from pvtui.daemon.ops import PVD_OPS
-from pvtui.daemon.protocol import ProtocolError
+from pvtui.daemon.protocol import ProtocolError, RawJson
 from pvtui.daemon.records import TOPICS, ClientConn, DomainRecord
 from pvtui.daemon.serve import serve_requests
 from pvtui.daemon.stats import _CpuMeter
@@ -208,7 +208,7 @@ class Pvd(PvdMoves):
         client = ClientConn(writer)
         self.clients.add(client)
         try:
-            await serve_requests(reader, writer, PVD_OPS, self, client, log)
+            await serve_requests(reader, writer, PVD_OPS, self, client, log, side_by_side=True)
         finally:
             self.clients.discard(client)
             writer.close()
@@ -248,8 +248,9 @@ class Pvd(PvdMoves):
     async def op_list(self, client: ClientConn, args: dict[str, Any]) -> Any:
         if args.get("fresh"):
             await self._refresh_all()
-        running = [r.summary() for r in sorted(self.records.values(), key=lambda r: r.spec.domid)]
-        return running + [row for row in self.suspended() if row["name"] not in self.records]
+        rows = [r.summary_json() for r in sorted(self.records.values(), key=lambda r: r.spec.domid)]
+        rows += [json.dumps(row).encode() for row in self.suspended() if row["name"] not in self.records]
+        return RawJson(b"[%s]" % b",".join(rows))
 
     @PVD_OPS.op("subscribe", {"topics": list, "domains?": list})
     async def op_subscribe(self, client: ClientConn, args: dict[str, Any]) -> Any:

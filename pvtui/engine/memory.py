@@ -23,6 +23,8 @@ from pvtui.engine.kvm.ioctl import KVM_MEM_LOG_DIRTY_PAGES
 from pvtui.engine.layout import PAGE_SHIFT, PAGE_SIZE
 
 MADV_POPULATE_WRITE = 23
+#: The low guest memory kept on small pages (see :meth:`GuestMemory.add_slot`).
+BOOT_AREA_BYTES = 2 << 20
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
 #: mincore's byte per page: bit 0 is "resident"; the rest are reserved.
@@ -71,8 +73,12 @@ class GuestMemory:
         """Append ``size`` bytes of RAM after the current end (a new KVM slot)."""
         mapping = mmap.mmap(-1, size, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_NORESERVE", 0))
         # 2 MiB backing lets the (shadow) MMU map large pages: first touch is
-        # several times faster and balloon releases free whole huge pages.
-        mapping.madvise(mmap.MADV_HUGEPAGE)
+        # several times faster and balloon releases free whole huge pages. Not
+        # the first 2 MiB, where the kernel, its page tables and stacks live: an
+        # idle guest touches a few dozen pages there, and a huge page would cost
+        # it 2 MiB of zeroed memory (512 fresh pages) per domain.
+        boot_area = BOOT_AREA_BYTES if not self.slots and size > BOOT_AREA_BYTES else 0
+        mapping.madvise(mmap.MADV_HUGEPAGE, boot_area, size - boot_area)
         view = memoryview(mapping)
         host_addr = ctypes.addressof(ctypes.c_char.from_buffer(mapping))
         slot = Slot(len(self.slots), self.size, size, mapping, host_addr, view)

@@ -83,6 +83,11 @@ def commit_text(host: HostInfo) -> str:
     return text
 
 
+def shown_uptime(d: DomainSummary, age_s: float) -> str:
+    """A live domain's uptime runs on between its summaries; a stopped one's stands."""
+    return duration(d.uptime_s + (age_s if d.state in ("running", "blocked", "paused") else 0.0))
+
+
 def row_cells(d: DomainSummary, history: History, memory_total: int, age_s: float = 0.0) -> dict[str, str]:
     """A domain's cells; ``age_s``: how long ago its summary came (a quiet domain's is not re-sent,
     and its uptime runs on meanwhile)."""
@@ -102,7 +107,7 @@ def row_cells(d: DomainSummary, history: History, memory_total: int, age_s: floa
         "mem_pct": toned(f"{100 * share:4.1f}", mem_tone(share)),
         "cpu_s": f"{d.cpu_s:8.1f}",
         "hcalls": measured(d.hypercalls_per_s, 8),
-        "uptime": duration(d.uptime_s + (age_s if d.state in ("running", "blocked", "paused") else 0.0)),
+        "uptime": shown_uptime(d, age_s),
         "id": str(d.domid),
     }
 
@@ -136,6 +141,10 @@ class DomainsScreen(FilteredTableScreen):
         self._seen_at: dict[str, tuple[float, float]] = {}
         #: The host's last ten minutes, once the plots were shown (h).
         self.host_history: HostHistory | None = None
+        #: Each row's cells and what they were made from (see _cells).
+        self._row_cache: dict[str, tuple[tuple[object, ...], list[str]]] = {}
+        #: The domains the histories were last trimmed to.
+        self._names: frozenset[str] = frozenset()
 
     def on_mount(self) -> None:
         if self.app.size.height < EVENTS_PANE_MIN_HEIGHT:  # a small terminal keeps its rows for domains (j shows it)
@@ -186,10 +195,14 @@ class DomainsScreen(FilteredTableScreen):
                 if d.cpu_percent is not None:
                     self.history.add(f"cpu:{d.name}", d.cpu_percent)
                 self.history.add(f"mem:{d.name}", d.memory.held_bytes)
-            self.history.keep_only({f"{kind}:{d.name}" for d in domains for kind in ("cpu", "mem")})
-            names = {d.name for d in domains}
-            for gone in self._seen_at.keys() - names:
-                del self._seen_at[gone]
+            names = frozenset(d.name for d in domains)
+            if names != self._names:  # a domain came or went: drop what was kept for the gone
+                self._names = names
+                self.history.keep_only({f"{kind}:{name}" for name in names for kind in ("cpu", "mem")})
+                for gone in self._seen_at.keys() - names:
+                    del self._seen_at[gone]
+                for gone in self._row_cache.keys() - names:
+                    del self._row_cache[gone]
         if self.is_current and self._ready:
             self._show()
 
@@ -219,8 +232,20 @@ class DomainsScreen(FilteredTableScreen):
         memory_total = self.host.memory_total if self.host else 1
         visible = self._visible()
         now = time.monotonic()
-        rows = {d.name: list(row_cells(d, self.history, memory_total, self._age(d, now)).values()) for d in visible}
+        rows = {d.name: self._cells(d, memory_total, self._age(d, now)) for d in visible}
         self.table.sync_rows(rows)
+
+    def _cells(self, d: DomainSummary, memory_total: int, age_s: float) -> list[str]:
+        """A row's cells, kept while nothing they show has changed: a thousand quiet domains'
+        rows were rebuilt every second (~50 ms) to show what they already showed."""
+        cpu, mem = self.history.get(f"cpu:{d.name}"), self.history.get(f"mem:{d.name}")
+        key = (d, memory_total, shown_uptime(d, age_s), tuple(cpu)[-SPARK_WIDTH:], tuple(mem)[-SPARK_WIDTH:])
+        kept = self._row_cache.get(d.name)
+        if kept is not None and kept[0] == key:
+            return kept[1]
+        cells = list(row_cells(d, self.history, memory_total, age_s).values())
+        self._row_cache[d.name] = (key, cells)
+        return cells
 
     def action_toggle_plots(self) -> None:
         """The host's last ten minutes (CPU, memory), plotted; fetched from pvd when first shown."""
