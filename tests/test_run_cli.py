@@ -128,3 +128,20 @@ def test_missing_kvm_says_what_to_do(tmp_path):
     assert result.returncode == 3
     assert "KVM is not available" in result.stderr
     assert "/nonexistent/kvm does not exist" in result.stderr and "modprobe" in result.stderr
+
+
+def test_output_read_by_nobody_ends_quietly():
+    """``pvtui schema | head -0``: the reader is gone before pvtui writes; no traceback, SIGPIPE's status."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "pvtui", "schema"],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    os.close(write_end)
+    assert result.returncode == 141 and result.stderr == ""

@@ -15,3 +15,5 @@ class ExitCode(IntEnum):
     ENGINE = 3
     #: Ctrl-C.
     INTERRUPTED = 130
+    #: The reader of the output went away (``pvtui list | head``), as a shell reports SIGPIPE.
+    OUTPUT_CLOSED = 141

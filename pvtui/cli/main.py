@@ -7,6 +7,7 @@ engine and no verb pays for the UI.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -136,6 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.ENGINE
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        # Quietly, as any Unix tool: point stdout at /dev/null so the flush at exit cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return ExitCode.OUTPUT_CLOSED
 
 
 if __name__ == "__main__":
