@@ -228,9 +228,15 @@ class DomainScreen(Screen[None]):
             return
         if self.last_info is None:
             self.poll()
-        self.follow_events()
+        # After the first frame: the console and log it fetches would otherwise be laid out
+        # and drawn in that frame, and the view shows later.
+        self.call_after_refresh(self._follow_if_shown)
         self._poll_timer.reset()  # the next poll a second from now, not at once
         self._poll_timer.resume()
+
+    def _follow_if_shown(self) -> None:
+        if self.is_current and self.domain_name is not None:
+            self.follow_events()
 
     def on_screen_suspend(self) -> None:
         """Hidden, the screen keeps its rows but stops asking pvd for more."""
