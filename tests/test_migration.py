@@ -167,6 +167,35 @@ def test_target_pvd_killed_mid_copy_leaves_the_source_running(hosts, tmp_path_fa
         source.ok("destroy", "big")
 
 
+def test_a_cancelled_migration_leaves_the_domain_running_here(hosts) -> None:
+    """``migrate --cancel`` mid-copy: the command says so, the domain runs on here, the target has none."""
+    source, target = hosts
+    source.ok("create", source.define("stayer", "memory: 512M\nworkload: {type: verify, wss: 400M, rate: 256M}\n"))
+    assert wait_until(lambda: "pages, rewriting" in console(source, "stayer"), 30, 0.5)
+    before = domain(source, "stayer")
+    migrate = subprocess.Popen(
+        [sys.executable, "-m", "pvtui", "migrate", "stayer", str(target.runtime)],
+        env={**os.environ, "PYTHONPATH": str(REPO), **source.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_until(lambda: (domain(source, "stayer") or {}).get("migration") is not None, 20, 0.01)
+        source.ok("migrate", "--cancel", "stayer")
+        _, err = migrate.communicate(timeout=60)
+        assert migrate.returncode != 0 and "cancelled" in err.lower() and "keeps running here" in err, err
+        after = domain(source, "stayer")
+        assert after is not None and after["migration"] is None
+        assert (after["pid"], after["domid"]) == (before["pid"], before["domid"]), "the same domain, not a copy"
+        healthy(source, "stayer")
+        verify_reports_grow(source, "stayer")
+        assert wait_until(lambda: domain(target, "stayer") is None and "stayer" not in target.monitor_pids(), 10)
+    finally:
+        migrate.kill()
+        source.ok("destroy", "stayer")
+
+
 def test_restore_refused_when_the_host_cannot_back_it(hosts, tmp_path_factory, tmp_path: Path) -> None:
     _, target = hosts
     roomy = start_engine(tmp_path_factory, "roomy", "--overcommit", "3")
