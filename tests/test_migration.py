@@ -138,18 +138,23 @@ def test_a_refusing_target_leaves_the_source_unchanged(hosts) -> None:
     target.ok("destroy", "twin")
 
 
-def test_target_pvd_killed_mid_copy_leaves_the_source_running(hosts, tmp_path_factory) -> None:
-    source, _ = hosts
-    victim = start_engine(tmp_path_factory, "victim")
-    source.ok("create", source.define("big", "memory: 512M\nworkload: {type: verify, wss: 400M, rate: 256M}\n"))
-    assert wait_until(lambda: "pages, rewriting" in console(source, "big"), 30, 0.5)
-    migrate = subprocess.Popen(
-        [sys.executable, "-m", "pvtui", "migrate", "big", str(victim.runtime)],
+def migrate_in_background(source: Engine, name: str, target: Engine) -> subprocess.Popen[str]:
+    """``pvtui migrate NAME TARGET`` as its own process, so the test can act while it copies."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pvtui", "migrate", name, str(target.runtime)],
         env={**os.environ, "PYTHONPATH": str(REPO), **source.env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def test_target_pvd_killed_mid_copy_leaves_the_source_running(hosts, tmp_path_factory) -> None:
+    source, _ = hosts
+    victim = start_engine(tmp_path_factory, "victim")
+    source.ok("create", source.define("big", "memory: 512M\nworkload: {type: verify, wss: 400M, rate: 256M}\n"))
+    assert wait_until(lambda: "pages, rewriting" in console(source, "big"), 30, 0.5)
+    migrate = migrate_in_background(source, "big", victim)
     try:
         assert wait_until(lambda: (victim.runtime / "domains" / "big.json").exists(), 20, 0.01)
         os.kill(victim.pvd_pid() or 0, signal.SIGKILL)
@@ -173,13 +178,7 @@ def test_a_cancelled_migration_leaves_the_domain_running_here(hosts) -> None:
     source.ok("create", source.define("stayer", "memory: 512M\nworkload: {type: verify, wss: 400M, rate: 256M}\n"))
     assert wait_until(lambda: "pages, rewriting" in console(source, "stayer"), 30, 0.5)
     before = domain(source, "stayer")
-    migrate = subprocess.Popen(
-        [sys.executable, "-m", "pvtui", "migrate", "stayer", str(target.runtime)],
-        env={**os.environ, "PYTHONPATH": str(REPO), **source.env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    migrate = migrate_in_background(source, "stayer", target)
     try:
         assert wait_until(lambda: (domain(source, "stayer") or {}).get("migration") is not None, 20, 0.01)
         source.ok("migrate", "--cancel", "stayer")
