@@ -60,3 +60,29 @@ async def test_a_reply_without_an_id_answers_every_waiter():
             continue
         raise AssertionError("a waiter got no answer")
     peer_writer.close()
+
+
+async def test_a_list_of_thousands_of_domains_reaches_the_client(tmp_path):
+    """pvd's list reply may pass the 1 MiB message limit (~650 bytes a domain); the client reads it."""
+    from pvtui.client import Client
+
+    rows = [{"name": f"d{i:05d}", "domid": i, "state": "blocked", "definition": "/x" * 300} for i in range(3000)]
+    raw = protocol.RawJson(json.dumps(rows).encode())
+
+    async def fake_pvd(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while line := await reader.readline():
+            request = json.loads(line)
+            result = raw if request["op"] == "list" else {"version": "test", "pid": 1}
+            writer.write(protocol.reply_ok(request["id"], result))
+            await writer.drain()
+
+    server = await asyncio.start_unix_server(fake_pvd, path=str(tmp_path / "pvd.sock"))
+    try:
+        reply = protocol.reply_ok(1, raw)
+        assert protocol.MAX_MESSAGE_BYTES < len(reply) <= protocol.MAX_REPLY_BYTES
+        client = await Client._open(tmp_path / "pvd.sock")
+        domains = await client.list_domains()
+        assert [d.name for d in domains] == [r["name"] for r in rows]
+        await client.close()
+    finally:
+        server.close()

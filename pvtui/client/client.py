@@ -32,7 +32,7 @@ from pvtui.client.models import (
     VcpuInfo,
 )
 from pvtui.daemon import paths
-from pvtui.daemon.protocol import MAX_MESSAGE_BYTES, Channel
+from pvtui.daemon.protocol import MAX_REPLY_BYTES, Channel
 from pvtui.domain.limits import SHUTDOWN_TIMEOUT_S
 from pvtui.errors import PvtuiError
 
@@ -69,6 +69,7 @@ class Client:
             on_closed=lambda: self._events.put_nowait(None),
             error=lambda e: EngineError(e.get("title", "Error"), e.get("message", ""), e.get("code", "error")),
             lost=lambda: EngineError("Lost the connection to pvd", "Is it still running? Retry.", "down"),
+            max_bytes=MAX_REPLY_BYTES,
         )
 
     @property
@@ -104,7 +105,7 @@ class Client:
     @classmethod
     async def _open(cls, sock: Path) -> Client:
         try:
-            reader, writer = await asyncio.open_unix_connection(str(sock), limit=MAX_MESSAGE_BYTES + 1)
+            reader, writer = await asyncio.open_unix_connection(str(sock), limit=MAX_REPLY_BYTES + 1)
         except PermissionError:
             raise EngineError(
                 "Permission denied",

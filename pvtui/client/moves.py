@@ -56,7 +56,7 @@ async def _socket_of(uri: HostUri) -> Path:
 async def _raw(uri: HostUri) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     path = await _socket_of(uri)
     try:
-        return await asyncio.open_unix_connection(str(path), limit=protocol.MAX_MESSAGE_BYTES + 1)
+        return await asyncio.open_unix_connection(str(path), limit=protocol.MAX_REPLY_BYTES + 1)
     except OSError as exc:
         raise EngineError(
             f"Cannot reach the pvd on {uri}", f"{exc.strerror or exc}; is it running there?", "down"

@@ -1,7 +1,8 @@
 """The wire protocol between clients, pvd and monitors.
 
 One JSON object per line (UTF-8, ``\\n``-terminated), at most
-``MAX_MESSAGE_BYTES``. Every message carries ``"v": PROTOCOL_VERSION``.
+``MAX_MESSAGE_BYTES``, but for pvd's reply to ``list`` (``MAX_REPLY_BYTES``:
+a thousand domains take ~650 KB). Every message carries ``"v": PROTOCOL_VERSION``.
 
 - request: ``{"v": 1, "id": 7, "op": "list", "args": {...}}``
 - reply:   ``{"v": 1, "id": 7, "ok": true, "result": ...}`` or
@@ -24,6 +25,8 @@ from typing import Any
 
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 1 << 20
+#: pvd's list of every domain (a :class:`RawJson` reply), which clients read with this limit.
+MAX_REPLY_BYTES = 16 << 20
 
 
 class ProtocolError(Exception):
@@ -53,10 +56,10 @@ def encode(message: dict[str, Any]) -> bytes:
     return data
 
 
-def decode(line: bytes) -> dict[str, Any]:
+def decode(line: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
     """Parse one line; raise ProtocolError for anything that is not a v1 JSON object."""
-    if len(line) > MAX_MESSAGE_BYTES:
-        raise ProtocolError("too_large", "Request too large", f"The limit is {MAX_MESSAGE_BYTES} bytes per message.")
+    if len(line) > max_bytes:
+        raise ProtocolError("too_large", "Request too large", f"The limit is {max_bytes} bytes per message.")
     try:
         message = json.loads(line)
     except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, a 5,000-digit number, deep nesting
@@ -114,10 +117,8 @@ class RawJson(bytes):
 def reply_ok(request_id: int, result: Any) -> bytes:
     if isinstance(result, RawJson):
         data = b'{"v":%d,"id":%d,"ok":true,"result":%s}\n' % (PROTOCOL_VERSION, request_id, result)
-        if len(data) > MAX_MESSAGE_BYTES:
-            raise ProtocolError(
-                "too_large", "Message too large", f"{len(data)} bytes; the limit is {MAX_MESSAGE_BYTES}."
-            )
+        if len(data) > MAX_REPLY_BYTES:
+            raise ProtocolError("too_large", "Reply too large", f"{len(data)} bytes; the limit is {MAX_REPLY_BYTES}.")
         return data
     return encode({"id": request_id, "ok": True, "result": result})
 
@@ -145,7 +146,10 @@ class Channel:
         on_closed: Callable[[], None],
         error: Callable[[dict[str, Any]], Exception],
         lost: Callable[[], Exception],
+        max_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
+        """``max_bytes``: the longest message read (the reader's own limit must allow it)."""
+        self._max_bytes = max_bytes
         self._reader = reader
         self._writer = writer
         self._on_event = on_event
@@ -176,7 +180,7 @@ class Channel:
                 line = await self._reader.readline()
                 if not line:
                     break
-                message = decode(line)
+                message = decode(line, self._max_bytes)
                 if "event" in message:
                     self._on_event(message)
                     continue
