@@ -81,11 +81,11 @@ class PvdMoves(PvdMonitors):
     """The save/restore/migrate requests (a layer of :class:`~pvtui.daemon.server.Pvd`)."""
 
     # --- save and suspend ---------------------------------------------------------------
-    @PVD_OPS.op("save", {"name": str, "path": str, "keep?": bool})
+    @PVD_OPS.op("save", {"name": str, "path": str, "keep?": bool}, changes=True)
     async def op_save(self, client: ClientConn, args: dict[str, Any]) -> Any:
         return await self._save(args["name"], Path(args["path"]), bool(args.get("keep")))
 
-    @PVD_OPS.op("suspend", {"name": str})
+    @PVD_OPS.op("suspend", {"name": str}, changes=True)
     async def op_suspend(self, client: ClientConn, args: dict[str, Any]) -> Any:
         paths.ensure_private_dir(suspended_dir())
         target = suspended_path(args["name"])
@@ -128,11 +128,11 @@ class PvdMoves(PvdMonitors):
         return {"name": name, "path": str(target), "kept": keep, **figures}
 
     # --- restore and resume ---------------------------------------------------------------
-    @PVD_OPS.op("restore", {"path": str, "name?": str, "paused?": bool})
+    @PVD_OPS.op("restore", {"path": str, "name?": str, "paused?": bool}, changes=True)
     async def op_restore(self, client: ClientConn, args: dict[str, Any]) -> Any:
         return (await self._restore(Path(args["path"]), args.get("name"), bool(args.get("paused")))).summary()
 
-    @PVD_OPS.op("resume", {"name": str, "paused?": bool})
+    @PVD_OPS.op("resume", {"name": str, "paused?": bool}, changes=True)
     async def op_resume(self, client: ClientConn, args: dict[str, Any]) -> Any:
         path = suspended_path(args["name"])
         if not path.exists():
@@ -189,7 +189,7 @@ class PvdMoves(PvdMonitors):
         return rows
 
     # --- live migration: the source ----------------------------------------------------------
-    @PVD_OPS.op("migrate", {"name": str, "target": str, "downtime_ms?": NUM})
+    @PVD_OPS.op("migrate", {"name": str, "target": str, "downtime_ms?": NUM}, changes=True)
     async def op_migrate(self, client: ClientConn, args: dict[str, Any]) -> Any:
         name = args["name"]
         record, link = self._live(name)
@@ -243,7 +243,7 @@ class PvdMoves(PvdMonitors):
         log.info("migrated %s to %s: %s", name, target, figures)
         return figures
 
-    @PVD_OPS.op("migrate_out", {"name": str, "downtime_ms?": NUM}, takes_over=True)
+    @PVD_OPS.op("migrate_out", {"name": str, "downtime_ms?": NUM}, takes_over=True, changes=True)
     async def op_migrate_out(self, client: ClientConn, args: dict[str, Any]) -> Any:
         """Migrate over this connection: a client relays it to the target pvd (another host, over ssh).
 
@@ -268,7 +268,7 @@ class PvdMoves(PvdMonitors):
         client.takeover = send
         return {"meta": meta}
 
-    @PVD_OPS.op("definition_put", {"name": str, "text": str})
+    @PVD_OPS.op("definition_put", {"name": str, "text": str}, changes=True)
     async def op_definition_put(self, client: ClientConn, args: dict[str, Any]) -> Any:
         """Replace a domain's definition file (an editor on another host): checked first, written
         atomically; the domain's name may not change. Applying it live is the editor's next step."""
@@ -303,7 +303,7 @@ class PvdMoves(PvdMonitors):
             ) from None
         return {"path": path, "text": text}
 
-    @PVD_OPS.op("migrate_cancel", {"name": str})
+    @PVD_OPS.op("migrate_cancel", {"name": str}, changes=True)
     async def op_migrate_cancel(self, client: ClientConn, args: dict[str, Any]) -> Any:
         _, link = self._live(args["name"])
         return await link.request("migrate_cancel")

@@ -3,7 +3,7 @@
 pvd and every monitor serve a table of these through the one request loop
 in :mod:`pvtui.daemon.serve`. A new op is one decorated method::
 
-    @PVD_OPS.op("pause", {"name": str}, fresh_stats=True)
+    @PVD_OPS.op("pause", {"name": str}, fresh_stats=True, changes=True)
     async def op_pause(self, client: ClientConn, args: dict[str, Any]) -> Any: ...
 
 Argument schemas are checked by :func:`pvtui.daemon.protocol.parse_request`
@@ -34,6 +34,8 @@ class Op:
     fresh_stats: bool = False
     #: The reply hands the connection to a byte stream (a migration); nothing else may be written to it.
     takes_over: bool = False
+    #: It changes something (a domain, the engine): pvd's journal records it, done or refused.
+    changes: bool = False
 
 
 class OpTable:
@@ -44,12 +46,19 @@ class OpTable:
         self.ops: dict[str, Op] = {}
 
     def op(
-        self, name: str, args: dict[str, Any] | None = None, fresh_stats: bool = False, takes_over: bool = False
+        self,
+        name: str,
+        args: dict[str, Any] | None = None,
+        fresh_stats: bool = False,
+        takes_over: bool = False,
+        changes: bool = False,
     ) -> Callable[[F], F]:
         def register(handler: F) -> F:
             if name in self.ops:
                 raise ValueError(f"op {name} declared twice")
-            self.ops[name] = Op(name, dict(args or {}), handler.__name__, self.callers, fresh_stats, takes_over)
+            self.ops[name] = Op(
+                name, dict(args or {}), handler.__name__, self.callers, fresh_stats, takes_over, changes
+            )
             return handler
 
         return register

@@ -56,12 +56,6 @@ SIZE = (int, str)
 OPS = PVD_OPS
 
 #: Requests that change something: each goes into the journal, done or refused.
-CHANGES = frozenset(
-    {"create", "destroy", "shutdown", "reboot", "pause", "unpause", "vcpu_set", "vcpu_pin", "sched_credit", "mem_set",
-     "mem_max", "save", "restore", "suspend", "resume", "migrate", "migrate_out", "migrate_cancel", "definition_put",
-     "engine_stop"}
-)  # fmt: skip
-
 #: How often pvd checks that its socket is still where clients look for it.
 RUNTIME_CHECK_S = 1.0
 
@@ -266,7 +260,7 @@ class Pvd(PvdMoves):
                     self._hypercall_tasks[record.name] = asyncio.create_task(self._follow_hypercalls(record))
         return {"topics": sorted(client.topics)}
 
-    @PVD_OPS.op("create", {"path?": str, "text?": str, "source?": str})
+    @PVD_OPS.op("create", {"path?": str, "text?": str, "source?": str}, changes=True)
     async def op_create(self, client: ClientConn, args: dict[str, Any]) -> Any:
         """From a file on pvd's host (``path``), or a definition's text sent by a client on another
         host (``text``; ``source`` names it in errors), kept in the runtime directory."""
@@ -296,7 +290,7 @@ class Pvd(PvdMoves):
 
     def journal_request(self, op: str, args: dict[str, Any], error: Exception | None, result: Any) -> None:
         """Every request that changes something, done or refused (called by the serve loop)."""
-        if op not in CHANGES:
+        if not PVD_OPS.ops[op].changes:
             return
         detail = {k: v for k, v in args.items() if k not in ("name", "text", "meta")}
         name = args.get("name") or (result.get("name") if isinstance(result, dict) else None)
@@ -319,7 +313,7 @@ class Pvd(PvdMoves):
             raise PvtuiError(f"{record.name} has no running monitor", "Its history ended with it.")
         return await record.link.request("history")
 
-    @PVD_OPS.op("engine_stop", {"destroy_domains?": bool})
+    @PVD_OPS.op("engine_stop", {"destroy_domains?": bool}, changes=True)
     async def op_engine_stop(self, client: ClientConn, args: dict[str, Any]) -> Any:
         if args.get("destroy_domains"):
             for name in list(self.records):
@@ -334,7 +328,7 @@ class Pvd(PvdMoves):
         await self._refresh(record)
         return {**record.summary(), "stats": record.stats, "op_rates": record.rates.op_rates}
 
-    @PVD_OPS.op("destroy", {"name": str})
+    @PVD_OPS.op("destroy", {"name": str}, changes=True)
     async def op_destroy(self, client: ClientConn, args: dict[str, Any]) -> Any:
         name = args["name"]
         restarting = self._restarting.get(name)
@@ -347,11 +341,11 @@ class Pvd(PvdMoves):
                 return await self._destroy(restarted)
         return await self._destroy(self._record(name))
 
-    @PVD_OPS.op("shutdown", {"name": str, "timeout?": NUM, "wait?": bool})
+    @PVD_OPS.op("shutdown", {"name": str, "timeout?": NUM, "wait?": bool}, changes=True)
     async def op_shutdown(self, client: ClientConn, args: dict[str, Any]) -> Any:
         return await self._ask_guest(args["name"], "poweroff", args)
 
-    @PVD_OPS.op("reboot", {"name": str})
+    @PVD_OPS.op("reboot", {"name": str}, changes=True)
     async def op_reboot(self, client: ClientConn, args: dict[str, Any]) -> Any:
         return await self._ask_guest(args["name"], "reboot", args)
 
@@ -369,15 +363,15 @@ class Pvd(PvdMoves):
         finally:
             record.lifecycle_waiters.remove(waiter)
 
-    @PVD_OPS.op("pause", {"name": str}, fresh_stats=True)
+    @PVD_OPS.op("pause", {"name": str}, fresh_stats=True, changes=True)
     async def op_pause(self, client: ClientConn, args: dict[str, Any]) -> Any:
         return self._fresh(args["name"], await self._live(args["name"])[1].request("pause"))
 
-    @PVD_OPS.op("unpause", {"name": str}, fresh_stats=True)
+    @PVD_OPS.op("unpause", {"name": str}, fresh_stats=True, changes=True)
     async def op_unpause(self, client: ClientConn, args: dict[str, Any]) -> Any:
         return self._fresh(args["name"], await self._live(args["name"])[1].request("unpause"))
 
-    @PVD_OPS.op("vcpu_set", {"name": str, "count": int}, fresh_stats=True)
+    @PVD_OPS.op("vcpu_set", {"name": str, "count": int}, fresh_stats=True, changes=True)
     async def op_vcpu_set(self, client: ClientConn, args: dict[str, Any]) -> Any:
         name, count = args["name"], args["count"]
         record, link = self._live(name)
@@ -392,7 +386,7 @@ class Pvd(PvdMoves):
         await self._refresh(record)
         return (record.stats or {}).get("vcpus", [])
 
-    @PVD_OPS.op("vcpu_pin", {"name": str, "vcpu": int, "cpus": (str, int)}, fresh_stats=True)
+    @PVD_OPS.op("vcpu_pin", {"name": str, "vcpu": int, "cpus": (str, int)}, fresh_stats=True, changes=True)
     async def op_vcpu_pin(self, client: ClientConn, args: dict[str, Any]) -> Any:
         name = args["name"]
         _, link = self._live(name)
@@ -403,7 +397,7 @@ class Pvd(PvdMoves):
         admission.check_cpus(cpus, f"{name} vCPU {args['vcpu']}")
         return self._fresh(name, await link.request("vcpu_pin", vcpu=args["vcpu"], cpus=sorted(cpus) if cpus else None))
 
-    @PVD_OPS.op("sched_credit", {"name": str, "weight?": int, "cap?": int})
+    @PVD_OPS.op("sched_credit", {"name": str, "weight?": int, "cap?": int}, changes=True)
     async def op_sched_credit(self, client: ClientConn, args: dict[str, Any]) -> Any:
         name = args["name"]
         record, _ = self._live(name)
@@ -417,11 +411,11 @@ class Pvd(PvdMoves):
         record.weight, record.cap = weight, cap
         return {"name": name, "weight": weight, "cap": cap, "backend": self.cpu.backend}
 
-    @PVD_OPS.op("mem_set", {"name": str, "size": SIZE}, fresh_stats=True)
+    @PVD_OPS.op("mem_set", {"name": str, "size": SIZE}, fresh_stats=True, changes=True)
     async def op_mem_set(self, client: ClientConn, args: dict[str, Any]) -> Any:
         return await self._memory(args, "mem_set", "{name}'s memory target")
 
-    @PVD_OPS.op("mem_max", {"name": str, "size": SIZE}, fresh_stats=True)
+    @PVD_OPS.op("mem_max", {"name": str, "size": SIZE}, fresh_stats=True, changes=True)
     async def op_mem_max(self, client: ClientConn, args: dict[str, Any]) -> Any:
         return await self._memory(args, "mem_max", "growing {name}")
 
