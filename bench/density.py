@@ -26,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
 from _common import REPO, cpu_seconds, percentile, report
 
 COUNT = 1000
@@ -95,49 +94,24 @@ async def measure(count: int, tui: bool) -> list[tuple[str, float | None, str, s
 def tui_figures(runtime: Path, domains: Path, count: int) -> list[tuple[str, float | None, str, str]]:
     """The real pvtui in tmux against the loaded engine: its CPU, cursor moves, opening a domain."""
     sys.path.insert(0, str(Path(__file__).parent))
-    from tui import cursor_row, leading_style, screen, tmux, view_shows, wait_for
+    from tui import cpu_percent_over, start_pvtui, time_cursor_moves, time_open, wait_for
 
     if shutil.which("tmux") is None:
         return [("tui_cpu_percent_1000", None, "%", "<= 2 (needs tmux)")]
     session = f"pvtui-density-{os.getpid()}"
-    env = f"PVTUI_RUNTIME_DIR={runtime} PVTUI_DOMAINS_DIR={domains} PYTHONPATH={REPO} TERM=xterm-256color"
-    tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", f"exec env {env} {sys.executable} -m pvtui")
+    process = start_pvtui(session, runtime, domains)
     try:
         wait_for(session, lambda text: "idle0000" in text, 60)
         time.sleep(15.0)
-        process = psutil.Process(int(tmux("display", "-p", "-t", session, "#{pane_pid}").strip()))
-        before = process.cpu_times()
-        time.sleep(CPU_WINDOW_S)
-        after = process.cpu_times()
-        cpu = ((after.user - before.user) + (after.system - before.system)) / CPU_WINDOW_S * 100
-        style = leading_style(screen(session), "idle0000")
-        keys, row = [], 0
-        for _ in range(20):
-            expected = f"idle{row + 1:04d}"
-            start = time.perf_counter()
-            tmux("send-keys", "-t", session, "Down")
-            try:
-                done = wait_for(session, lambda text, e=expected: cursor_row(text, style) == e, 2)
-                keys.append((done - start) * 1000)
-            except RuntimeError:
-                pass
-            shown = cursor_row(screen(session), style)
-            row = int(shown[4:]) if shown else row + 1
-            time.sleep(0.05)
+        cpu = cpu_percent_over(process, CPU_WINDOW_S)
+        keys, _lost, row = time_cursor_moves(session, 20, 4)
         opens = []
         for _ in range(OPENS):
             row += 1
-            tmux("send-keys", "-t", session, "Down")
-            time.sleep(1.2)
-            start = time.perf_counter()
-            tmux("send-keys", "-t", session, "Enter")
             try:
-                opens.append((wait_for(session, view_shows(f"idle{row:04d}"), 60) - start) * 1000)
+                opens.append(time_open(session, f"idle{row:04d}", prefetched=True, timeout=60))
             except RuntimeError:
                 opens.append(60_000.0)  # never within a minute: counted as a minute
-            tmux("send-keys", "-t", session, "Escape")
-            wait_for(session, lambda text: "Hypercall log" not in text, 10)
-            time.sleep(0.3)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
     return [

@@ -108,6 +108,62 @@ def wait_for(session: str, predicate, timeout: float = 30.0) -> float:
     raise RuntimeError("screen never changed as expected (last screen in /tmp/pvtui-bench-screen.txt)")
 
 
+def start_pvtui(session: str, runtime: Path, domains: Path) -> psutil.Process:
+    """The real pvtui in a detached 120x40 tmux session against the pvd of ``runtime``; its process."""
+    env = f"PVTUI_RUNTIME_DIR={runtime} PVTUI_DOMAINS_DIR={domains} PYTHONPATH={REPO} TERM=xterm-256color"
+    tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", f"exec env {env} {sys.executable} -m pvtui")
+    return psutil.Process(int(tmux("display", "-p", "-t", session, "#{pane_pid}").strip()))
+
+
+def cpu_percent_over(process: psutil.Process, window_s: float) -> float:
+    """The process's CPU (user + system) over the next ``window_s``, % of one core."""
+    before = process.cpu_times()
+    time.sleep(window_s)
+    after = process.cpu_times()
+    return ((after.user - before.user) + (after.system - before.system)) / window_s * 100
+
+
+def time_cursor_moves(session: str, count: int, digits: int) -> tuple[list[float], int, int]:
+    """``count`` Downs from the first row (idle0...): each from send-keys to the cursor shown on the
+    next domain. Returns the times (ms), how many never showed within 2 s, and the row reached."""
+    style = leading_style(screen(session), f"idle{0:0{digits}d}")  # the cursor's line's style
+    row, keys, lost = 0, [], 0
+    for _ in range(count):
+        expected = f"idle{row + 1:0{digits}d}"
+        start = time.perf_counter()
+        tmux("send-keys", "-t", session, "Down")
+        try:
+            done = wait_for(session, lambda text, e=expected: cursor_row(text, style) == e, 2)
+        except RuntimeError:
+            lost += 1  # the key never showed: counted, not timed; carry on from where the cursor is
+        else:
+            keys.append((done - start) * 1000)
+        shown = cursor_row(screen(session), style)
+        row = int(shown[4:]) if shown else row + 1
+        time.sleep(0.05)
+    return keys, lost, row
+
+
+def time_open(session: str, name: str, prefetched: bool, timeout: float) -> float:
+    """Down then Enter on ``name`` (the next row): ms from Enter to its view showing measured figures,
+    then back home. ``prefetched`` leaves 1.2 s between the two for the highlighted domain's prefetch;
+    otherwise both keys go at once. Raises RuntimeError if the view never shows within ``timeout``."""
+    if prefetched:
+        tmux("send-keys", "-t", session, "Down")
+        time.sleep(1.2)
+        start = time.perf_counter()
+        tmux("send-keys", "-t", session, "Enter")
+    else:
+        start = time.perf_counter()
+        tmux("send-keys", "-t", session, "Down", "Enter")
+    try:
+        return (wait_for(session, view_shows(name), timeout) - start) * 1000
+    finally:
+        tmux("send-keys", "-t", session, "Escape")
+        wait_for(session, lambda text: "Hypercall log" not in text, 10)
+        time.sleep(0.3)
+
+
 async def populate(domains: Path) -> None:
     from pvtui.client import Client
 
@@ -191,65 +247,26 @@ def main() -> None:
         session = f"pvtui-bench-{os.getpid()}"
         try:
             asyncio.run(populate(domains))
-            env = f"PVTUI_RUNTIME_DIR={runtime} PVTUI_DOMAINS_DIR={domains} PYTHONPATH={REPO} TERM=xterm-256color"
-            tmux(
-                "new-session", "-d", "-s", session, "-x", "120", "-y", "40", f"exec env {env} {sys.executable} -m pvtui"
-            )
+            process = start_pvtui(session, runtime, domains)
             wait_for(session, lambda text: "idle099" in text or "idle010" in text)
             time.sleep(WARM_UP_S)
-            process = psutil.Process(int(tmux("display", "-p", "-t", session, "#{pane_pid}").strip()))
-            before = process.cpu_times()
-            time.sleep(cpu_window)
-            after = process.cpu_times()
-            cpu_percent = ((after.user - before.user) + (after.system - before.system)) / cpu_window * 100
-
-            # The cursor starts on idle000; its line's style is the cursor's.
-            style = leading_style(screen(session), "idle000")
-            row = 0
-            keys: list[float] = []
-            lost = 0
-            for _ in range(int(os.environ.get("PVTUI_BENCH_KEYS", 10 if args.quick else 40))):
-                expected = f"idle{row + 1:03d}"
-                start = time.perf_counter()
-                tmux("send-keys", "-t", session, "Down")
-                try:
-                    done = wait_for(session, lambda text, e=expected: cursor_row(text, style) == e, 2)
-                except RuntimeError:
-                    lost += 1  # the key never showed: counted, not timed; carry on from where the cursor is
-                else:
-                    keys.append((done - start) * 1000)
-                shown = cursor_row(screen(session), style)
-                row = int(shown[4:]) if shown else row + 1
-                time.sleep(0.05)
+            cpu_percent = cpu_percent_over(process, cpu_window)
+            keys, lost, row = time_cursor_moves(
+                session, int(os.environ.get("PVTUI_BENCH_KEYS", 10 if args.quick else 40)), 3
+            )
             opens: list[float] = []
             cold_opens: list[float] = []
             for i in range(6 if args.quick else 40):
                 row += 1
-                name = f"idle{row:03d}"
-                cold = i % 2 == 1
-                if cold:  # no prefetch: the cursor moves and Enter follows at once
-                    start = time.perf_counter()
-                    tmux("send-keys", "-t", session, "Down", "Enter")
-                else:
-                    tmux("send-keys", "-t", session, "Down")
-                    time.sleep(1.2)  # the prefetch of the highlighted domain lands
-                    start = time.perf_counter()
-                    tmux("send-keys", "-t", session, "Enter")
-                elapsed = (wait_for(session, view_shows(name), 10) - start) * 1000
-                (cold_opens if cold else opens).append(elapsed)
-                tmux("send-keys", "-t", session, "Escape")
-                wait_for(session, lambda text: "Hypercall log" not in text, 10)
-                time.sleep(0.3)
+                cold = i % 2 == 1  # no prefetch: the cursor moves and Enter follows at once
+                (cold_opens if cold else opens).append(time_open(session, f"idle{row:03d}", not cold, 10))
             # A domain view with its History plot open: the app's CPU with the plot redrawn every second.
             tmux("send-keys", "-t", session, "Down", "Enter")
             wait_for(session, lambda text: "Hypercall log" in text, 10)
             tmux("send-keys", "-t", session, "h")
             wait_for(session, lambda text: "CPU % per vCPU" in text and "now" in text, 10)
             time.sleep(5.0)
-            before = process.cpu_times()
-            time.sleep(cpu_window)
-            after = process.cpu_times()
-            plot_cpu_percent = ((after.user - before.user) + (after.system - before.system)) / cpu_window * 100
+            plot_cpu_percent = cpu_percent_over(process, cpu_window)
             tmux("send-keys", "-t", session, "Escape")
             wait_for(session, lambda text: "Hypercall log" not in text, 10)
             time.sleep(0.3)
