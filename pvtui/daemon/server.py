@@ -55,7 +55,6 @@ SIZE = (int, str)
 #: The op table, for tests and docs (each op is declared by its handler below).
 OPS = PVD_OPS
 
-#: Requests that change something: each goes into the journal, done or refused.
 #: How often pvd checks that its socket is still where clients look for it.
 RUNTIME_CHECK_S = 1.0
 

@@ -104,12 +104,11 @@ def _zygote_main(sock: socket.socket) -> int:
             _answer(sock, starting.pop(fd), fd)
         now = time.monotonic()
         for fd in [fd for fd, s in starting.items() if s.deadline <= now]:
-            late = starting.pop(fd)
-            late.data = bytearray(json.dumps(_NO_ANSWER).encode())
-            _answer(sock, late, fd)
+            _answer(sock, starting.pop(fd), fd, _NO_ANSWER)
 
 
 _NO_ANSWER = {"ok": False, "title": "Monitor did not start", "message": "No answer within 30 s; see its log."}
+_DIED_STARTING = {"ok": False, "title": "Monitor died while starting", "message": "See the domain's monitor log."}
 
 
 def _fork_monitor(spec: MonitorSpec, sock: socket.socket, starting: dict[int, _Starting]) -> tuple[int, int]:
@@ -124,13 +123,11 @@ def _fork_monitor(spec: MonitorSpec, sock: socket.socket, starting: dict[int, _S
     return read_fd, pid
 
 
-def _answer(sock: socket.socket, started: _Starting, fd: int) -> None:
+def _answer(sock: socket.socket, started: _Starting, fd: int, status: dict[str, Any] | None = None) -> None:
+    """Tell pvd how ``started`` went: ``status``, else what its monitor wrote to its readiness pipe."""
     os.close(fd)
-    data = bytes(started.data)
-    if not data:
-        status = {"ok": False, "title": "Monitor died while starting", "message": "See the domain's monitor log."}
-    else:
-        status = json.loads(data)
+    if status is None:
+        status = json.loads(bytes(started.data)) if started.data else _DIED_STARTING
     sock.sendall(json.dumps({"tag": started.tag, "pid": started.pid, **status}).encode() + b"\n")
 
 
