@@ -316,6 +316,30 @@ def test_a_records_list_json_is_its_summary():
     assert json.loads(record.summary_json())["state"] == "paused"
 
 
+def test_a_records_committed_memory_follows_what_it_is_made_of():
+    """Kept, not worked out per create: each change of stats, state, pid or pending memory moves it."""
+    from pvtui.daemon.monitor import MonitorSpec
+    from pvtui.daemon.records import DomainRecord
+    from pvtui.domain.schema import DomainConfig
+
+    mib = 1 << 20
+    config = DomainConfig.model_validate({"name": "web", "memory": "64M"})
+    spec = MonitorSpec("web", 3, config.model_dump(mode="json"), None, "/k")
+    assert DomainRecord(spec, config).committed_bytes == 0, "no monitor yet: nothing committed"
+    record = DomainRecord(spec, config, pid=42)
+    assert record.committed_bytes == 64 * mib
+    record.stats = {"memory": {"present_bytes": 96 * mib}}  # hot-added
+    assert record.committed_bytes == 96 * mib
+    record.pending_bytes += 32 * mib
+    assert record.committed_bytes == 128 * mib
+    record.pending_bytes = 0
+    record.state = "crashed"  # crashed, its monitor gone (on_crash: preserve): holds nothing
+    assert record.committed_bytes == 0
+    record.state = "running"
+    record.pid = None
+    assert record.committed_bytes == 0
+
+
 def test_summaries_read_from_a_newer_or_broken_pvd():
     """Keys a newer pvd adds are left out; a row without a name fails as the constructor does."""
     from pvtui.client import DomainSummary

@@ -29,6 +29,7 @@ from typing import Any
 from pvtui.daemon import paths
 from pvtui.daemon.monitor import MonitorSpec, run_monitor
 from pvtui.daemon.privileges import no_new_privileges
+from pvtui.daemon.rehearsal import rehearse
 
 READY_TIMEOUT_S = 30.0
 
@@ -60,6 +61,8 @@ class _Starting:
 
     tag: object
     pid: int
+    #: Signals the monitor itself, never a later process given its pid (the kernel reaps monitors).
+    pidfd: int
     deadline: float
     data: bytearray = field(default_factory=bytearray)
 
@@ -77,6 +80,7 @@ def _zygote_main(sock: socket.socket) -> int:
         import setproctitle
 
         setproctitle.setproctitle("pvtui-zygote")
+    rehearse()  # warm, before the first fork: what it leaves is shared by every monitor
     gc.freeze()  # keep the collector from touching (and so copying) inherited objects
     buffer = b""
     starting: dict[int, _Starting] = {}
@@ -95,7 +99,11 @@ def _zygote_main(sock: socket.socket) -> int:
                 request = json.loads(line)
                 tag = request.pop("tag", None)
                 read_fd, pid = _fork_monitor(MonitorSpec.from_dict(request), sock, starting)
-                starting[read_fd] = _Starting(tag, pid, time.monotonic() + READY_TIMEOUT_S)
+                try:
+                    pidfd = os.pidfd_open(pid)
+                except ProcessLookupError:  # died at once (and the kernel reaped it): nothing to signal
+                    pidfd = -1
+                starting[read_fd] = _Starting(tag, pid, pidfd, time.monotonic() + READY_TIMEOUT_S)
         for fd in [fd for fd in readable if fd != sock.fileno()]:
             chunk = os.read(fd, 4096)
             if chunk:
@@ -108,6 +116,7 @@ def _zygote_main(sock: socket.socket) -> int:
 
 
 _NO_ANSWER = {"ok": False, "title": "Monitor did not start", "message": "No answer within 30 s; see its log."}
+_GARBLED = {"ok": False, "title": "Monitor did not start", "message": "It sent a garbled report; see its log."}
 _DIED_STARTING = {"ok": False, "title": "Monitor died while starting", "message": "See the domain's monitor log."}
 
 
@@ -116,7 +125,8 @@ def _fork_monitor(spec: MonitorSpec, sock: socket.socket, starting: dict[int, _S
     pid = os.fork()
     if pid == 0:
         sock.close()
-        for fd in [read_fd, *starting]:  # the other monitors' pipes are theirs
+        theirs = [*starting, *(s.pidfd for s in starting.values() if s.pidfd >= 0)]  # other monitors' fds
+        for fd in [read_fd, *theirs]:
             os.close(fd)
         os._exit(_monitor_child(spec, write_fd))
     os.close(write_fd)
@@ -127,8 +137,29 @@ def _answer(sock: socket.socket, started: _Starting, fd: int, status: dict[str, 
     """Tell pvd how ``started`` went: ``status``, else what its monitor wrote to its readiness pipe."""
     os.close(fd)
     if status is None:
-        status = json.loads(bytes(started.data)) if started.data else _DIED_STARTING
+        status = _read_status(bytes(started.data))
+    if started.pidfd >= 0:
+        if status is _GARBLED or status is _NO_ANSWER:  # pvd hears it did not start: so it must not run on
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(started.pidfd, signal.SIGKILL)
+        os.close(started.pidfd)
     sock.sendall(json.dumps({"tag": started.tag, "pid": started.pid, **status}).encode() + b"\n")
+
+
+def _read_status(data: bytes) -> dict[str, Any]:
+    """What a monitor wrote to its readiness pipe; anything but a JSON object is a monitor that failed.
+
+    The zygote answers every later create too: a monitor's garbage must not stop it.
+    """
+    if not data:
+        return _DIED_STARTING
+    try:
+        status = json.loads(data)
+    except ValueError:
+        status = None
+    if not isinstance(status, dict) or not isinstance(status.get("ok"), bool):
+        return _GARBLED
+    return status
 
 
 def _monitor_child(spec: MonitorSpec, ready_fd: int) -> int:

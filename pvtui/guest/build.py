@@ -123,11 +123,26 @@ def _run(cmd: list[str]) -> None:
 
 
 def sources_digest(source_dir: Path = SOURCE_DIR) -> str:
+    """A hash of the guest sources and flags: it names the kernel built from them.
+
+    pvd asks on every create; the files are read and hashed again only when
+    one of them changed (name, size or modification time), not each time.
+    """
+    paths = sorted(source_dir.iterdir())
+    signature = tuple((path.name, stat.st_size, stat.st_mtime_ns) for path in paths for stat in [path.stat()])
+    known = _digests.get(source_dir)
+    if known is not None and known[0] == signature:
+        return known[1]
     digest = hashlib.sha256()
-    for path in sorted(source_dir.iterdir()):
+    for path in paths:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     digest.update(" ".join(CFLAGS).encode())
-    return digest.hexdigest()[:16]
+    _digests[source_dir] = (signature, digest.hexdigest()[:16])
+    return _digests[source_dir][1]
+
+
+#: The last digest worked out per source directory, with the files' signature it holds for.
+_digests: dict[Path, tuple[tuple[tuple[str, int, int], ...], str]] = {}
 
 
 def bundled_kernel() -> Path:
