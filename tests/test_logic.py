@@ -296,6 +296,24 @@ def test_a_quiet_domains_uptime_runs_on_between_its_summaries():
     assert row_cells(dead, History(), 1 << 30, age_s=150.0)["uptime"] == "<1m", "a stopped one's uptime stands"
 
 
+def test_a_sparkline_changes_only_when_its_shown_samples_do():
+    """An idle domain adds the same sample each second: once its window is all that sample, nothing moved."""
+    from pvtui.ui.format import History
+
+    history = History(length=8, shown=3)
+    seen = []
+    for value in [5.0, 0.0, 0.0, 0.0, 0.0, 0.0, 7.0, 7.0, 7.0, 7.0]:
+        history.add("cpu:a", value)
+        seen.append(history.changed_at("cpu:a"))
+    changed = [later != earlier for earlier, later in zip([0, *seen[:-1]], seen, strict=True)]
+    # 5 | 0 0 0 (the 5 is still shown until the third 0) | 0 0: the same | 7 7 7: moving | 7: the same
+    assert changed == [True, True, True, True, False, False, True, True, True, False]
+    history.add("cpu:b", 1.0)
+    assert history.changed_at("cpu:b") > history.changed_at("cpu:a"), "one count over every key"
+    history.keep_only({"cpu:b"})
+    assert history.changed_at("cpu:a") == 0 and list(history.get("cpu:a")) == []
+
+
 def test_a_records_list_json_is_its_summary():
     """pvd's list sends each domain's kept JSON: the same figures as its summary, uptime of now."""
     from pvtui.daemon.monitor import MonitorSpec

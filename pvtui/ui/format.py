@@ -65,16 +65,43 @@ def measured(value: float | None, width: int = 5, digits: int = 1) -> str:
 
 
 class History:
-    """The measured samples per key, newest last, for sparklines (nothing before the first)."""
+    """The measured samples per key, newest last, for sparklines (nothing before the first).
 
-    def __init__(self, length: int = HISTORY) -> None:
+    It also tells when a key's sparkline last changed (:meth:`changed_at`):
+    an idle domain adds the same sample every second, which leaves its newest
+    ``shown`` samples, and so its sparkline, as they were. A table of a
+    thousand such rows then compares one number per row instead of rebuilding
+    each row's samples to find that nothing moved.
+    """
+
+    def __init__(self, length: int = HISTORY, shown: int | None = None) -> None:
         self.length = length
+        #: How many of the newest samples a sparkline shows.
+        self.shown = min(shown or length, length)
         self._series: dict[str, deque[float]] = {}
+        #: Per key: how many samples at its end equal the newest one.
+        self._same_run: dict[str, int] = {}
+        #: Per key: the add (counted over every key) that last changed its newest ``shown`` samples.
+        self._changed_at: dict[str, int] = {}
+        self._adds = 0
 
     def add(self, key: str, value: float) -> deque[float]:
         series = self._series.setdefault(key, deque(maxlen=self.length))
+        self._adds += 1
+        run = self._same_run.get(key, 0)
+        if series and series[-1] == value:
+            self._same_run[key] = run + 1
+            if run < self.shown:  # an older, different sample is still in the window it pushes along
+                self._changed_at[key] = self._adds
+        else:
+            self._same_run[key] = 1
+            self._changed_at[key] = self._adds
         series.append(value)
         return series
+
+    def changed_at(self, key: str) -> int:
+        """A number that stays the same while the key's newest ``shown`` samples do (0: no samples)."""
+        return self._changed_at.get(key, 0)
 
     def get(self, key: str) -> deque[float]:
         return self._series.get(key) or deque(maxlen=self.length)
@@ -83,6 +110,8 @@ class History:
         """Drop the series of keys no longer shown (a destroyed domain leaves no history behind)."""
         for key in self._series.keys() - keys:
             del self._series[key]
+            self._same_run.pop(key, None)
+            self._changed_at.pop(key, None)
 
 
 def migration_text(progress: dict[str, object]) -> str:

@@ -131,7 +131,7 @@ class DomainsScreen(FilteredTableScreen):
         self.host: HostInfo | None = None
         #: Shown instead of the host line while pvd is not running.
         self.engine_note: str | None = None
-        self.history = History()
+        self.history = History(shown=SPARK_WIDTH)
         self.sort_column = "name"
         self.sort_reverse = False
         self.filter_text = ""
@@ -238,8 +238,14 @@ class DomainsScreen(FilteredTableScreen):
     def _cells(self, d: DomainSummary, memory_total: int, age_s: float) -> list[str]:
         """A row's cells, kept while nothing they show has changed: a thousand quiet domains'
         rows were rebuilt every second (~50 ms) to show what they already showed."""
-        cpu, mem = self.history.get(f"cpu:{d.name}"), self.history.get(f"mem:{d.name}")
-        key = (d, memory_total, shown_uptime(d, age_s), tuple(cpu)[-SPARK_WIDTH:], tuple(mem)[-SPARK_WIDTH:])
+        history = self.history
+        key = (
+            d,
+            memory_total,
+            shown_uptime(d, age_s),
+            history.changed_at(f"cpu:{d.name}"),
+            history.changed_at(f"mem:{d.name}"),
+        )
         kept = self._row_cache.get(d.name)
         if kept is not None and kept[0] == key:
             return kept[1]
