@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -94,7 +93,7 @@ async def measure(count: int, tui: bool) -> list[tuple[str, float | None, str, s
 def tui_figures(runtime: Path, domains: Path, count: int) -> list[tuple[str, float | None, str, str]]:
     """The real pvtui in tmux against the loaded engine: its CPU, cursor moves, opening a domain."""
     sys.path.insert(0, str(Path(__file__).parent))
-    from tui import cpu_percent_over, start_pvtui, time_cursor_moves, time_open, wait_for
+    from tui import cpu_percent_over, end_session, start_pvtui, time_cursor_moves, time_open, wait_for
 
     if shutil.which("tmux") is None:
         return [("tui_cpu_percent_1000", None, "%", "<= 2 (needs tmux)")]
@@ -113,7 +112,7 @@ def tui_figures(runtime: Path, domains: Path, count: int) -> list[tuple[str, flo
             except RuntimeError:
                 opens.append(60_000.0)  # never within a minute: counted as a minute
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        end_session(session)
     return [
         ("tui_cpu_percent_1000", cpu, "%", "<= 2"),
         ("key_to_screen_ms_p95_1000", percentile(keys, 95) if keys else None, "ms", "<= 50"),

@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
+import select
+import shlex
 import shutil
 import subprocess
 import sys
@@ -43,8 +46,120 @@ def tmux(*args: str) -> str:
     return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True).stdout
 
 
+class PaneWatch:
+    """One tmux control-mode client (``tmux -C``) on a session: keys and screen captures go through
+    it, and it hears when the pane has new output.
+
+    The benchmarks used to run a ``tmux`` process for every key and every
+    look at the screen, a look every 2 ms while waiting: some 200 processes
+    a second, which on a 2-CPU machine took CPU from the very app being timed,
+    and a key's timing began with starting a process. A control client costs
+    no process per command, and a wait looks again as soon as the pane
+    changed (or after ``FALLBACK_S``), not on a blind poll.
+    """
+
+    FALLBACK_S = 0.02
+
+    def __init__(self, session: str) -> None:
+        self.session = session
+        self.process = subprocess.Popen(
+            ["tmux", "-C", "attach-session", "-t", session, "-f", "ignore-size"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+        )
+        self._buffer = b""
+        self._output_seen = False
+        self._block(5.0)  # the attach's own (empty) reply
+
+    def _lines(self, timeout: float):
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\n" in self._buffer:
+                line, self._buffer = self._buffer.split(b"\n", 1)
+                yield line
+            left = deadline - time.monotonic()
+            assert self.process.stdout is not None
+            if left <= 0 or not select.select([self.process.stdout], [], [], left)[0]:
+                return
+            chunk = os.read(self.process.stdout.fileno(), 1 << 16)
+            if not chunk:
+                raise RuntimeError(f"tmux control client for {self.session} ended")
+            self._buffer += chunk
+
+    def _block(self, timeout: float) -> list[bytes]:
+        """The next command reply's lines; notifications on the way are noted, not returned."""
+        inside, reply = False, []
+        for line in self._lines(timeout):
+            if line.startswith(b"%begin"):
+                inside = True
+            elif inside and (line.startswith(b"%end") or line.startswith(b"%error")):
+                return reply
+            elif inside:
+                reply.append(line)
+            elif line.startswith(b"%output"):
+                self._output_seen = True
+        raise RuntimeError(f"tmux did not answer within {timeout} s")
+
+    def command(self, *words: str) -> list[bytes]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(" ".join(shlex.quote(word) for word in words).encode() + b"\n")
+        return self._block(10.0)
+
+    def send_keys(self, *keys: str) -> float:
+        """Send ``keys``; returns the time they were handed to tmux (a timing's start)."""
+        assert self.process.stdin is not None
+        sent = time.perf_counter()
+        self.command("send-keys", "-t", self.session, *keys)
+        return sent
+
+    def screen(self) -> str:
+        self._output_seen = False
+        lines = self.command("capture-pane", "-e", "-p", "-t", self.session)
+        return b"\n".join(lines).decode(errors="replace")
+
+    def wait_for_output(self, timeout: float) -> None:
+        """Until the pane shows new output (or ``timeout``)."""
+        if self._output_seen:
+            return
+        for line in self._lines(timeout):
+            if line.startswith(b"%output"):
+                self._output_seen = True
+                return
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(2)
+        if self.process.poll() is None:
+            self.process.kill()
+
+
+_watches: dict[str, PaneWatch] = {}
+
+
+def watch(session: str) -> PaneWatch:
+    if session not in _watches:
+        _watches[session] = PaneWatch(session)
+    return _watches[session]
+
+
+def end_session(session: str) -> None:
+    """Stop watching ``session`` and kill it."""
+    watching = _watches.pop(session, None)
+    if watching is not None:
+        watching.close()
+    subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def send_keys(session: str, *keys: str) -> float:
+    return watch(session).send_keys(*keys)
+
+
 def screen(session: str) -> str:
-    return tmux("capture-pane", "-e", "-p", "-t", session)
+    return watch(session).screen()
 
 
 #: A vCPU row of the domain view with a measured CPU% (not the dash shown before two samples).
@@ -100,10 +215,11 @@ def view_shows(name: str):
 def wait_for(session: str, predicate, timeout: float = 30.0) -> float:
     """Poll the pane until predicate(text) holds; returns the time it held."""
     deadline = time.perf_counter() + timeout
+    watching = watch(session)
     while time.perf_counter() < deadline:
-        if predicate(screen(session)):
+        if predicate(watching.screen()):
             return time.perf_counter()
-        time.sleep(0.002)
+        watching.wait_for_output(min(PaneWatch.FALLBACK_S, max(0.0, deadline - time.perf_counter())))
     Path("/tmp/pvtui-bench-screen.txt").write_text(screen(session))
     raise RuntimeError("screen never changed as expected (last screen in /tmp/pvtui-bench-screen.txt)")
 
@@ -130,8 +246,7 @@ def time_cursor_moves(session: str, count: int, digits: int) -> tuple[list[float
     row, keys, lost = 0, [], 0
     for _ in range(count):
         expected = f"idle{row + 1:0{digits}d}"
-        start = time.perf_counter()
-        tmux("send-keys", "-t", session, "Down")
+        start = send_keys(session, "Down")
         try:
             done = wait_for(session, lambda text, e=expected: cursor_row(text, style) == e, 2)
         except RuntimeError:
@@ -149,17 +264,15 @@ def time_open(session: str, name: str, prefetched: bool, timeout: float) -> floa
     then back home. ``prefetched`` leaves 1.2 s between the two for the highlighted domain's prefetch;
     otherwise both keys go at once. Raises RuntimeError if the view never shows within ``timeout``."""
     if prefetched:
-        tmux("send-keys", "-t", session, "Down")
+        send_keys(session, "Down")
         time.sleep(1.2)
-        start = time.perf_counter()
-        tmux("send-keys", "-t", session, "Enter")
+        start = send_keys(session, "Enter")
     else:
-        start = time.perf_counter()
-        tmux("send-keys", "-t", session, "Down", "Enter")
+        start = send_keys(session, "Down", "Enter")
     try:
         return (wait_for(session, view_shows(name), timeout) - start) * 1000
     finally:
-        tmux("send-keys", "-t", session, "Escape")
+        send_keys(session, "Escape")
         wait_for(session, lambda text: "Hypercall log" not in text, 10)
         time.sleep(0.3)
 
@@ -261,19 +374,19 @@ def main() -> None:
                 cold = i % 2 == 1  # no prefetch: the cursor moves and Enter follows at once
                 (cold_opens if cold else opens).append(time_open(session, f"idle{row:03d}", not cold, 10))
             # A domain view with its History plot open: the app's CPU with the plot redrawn every second.
-            tmux("send-keys", "-t", session, "Down", "Enter")
+            send_keys(session, "Down", "Enter")
             wait_for(session, lambda text: "Hypercall log" in text, 10)
-            tmux("send-keys", "-t", session, "h")
+            send_keys(session, "h")
             wait_for(session, lambda text: "CPU % per vCPU" in text and "now" in text, 10)
             time.sleep(5.0)
             plot_cpu_percent = cpu_percent_over(process, cpu_window)
-            tmux("send-keys", "-t", session, "Escape")
+            send_keys(session, "Escape")
             wait_for(session, lambda text: "Hypercall log" not in text, 10)
             time.sleep(0.3)
-            tmux("send-keys", "-t", session, "q")
+            send_keys(session, "q")
             updates = asyncio.run(table_update_times(domains, 5.0 if args.quick else 20.0))
         finally:
-            subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+            end_session(session)
 
             async def stop() -> None:
                 from pvtui.client import Client

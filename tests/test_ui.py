@@ -376,3 +376,33 @@ def test_json_list_matches_screen_columns(engine: Engine, two_domains):
         assert row["vcpus"] == f"{d['vcpus_online']}/{d['vcpus_max']}"
         assert row["mem"] == f"{d['memory']['held_bytes'] >> 20}M"
         assert row["maxmem"] == f"{d['memory']['max_bytes'] >> 20}M"
+
+
+async def test_full_garbage_collections_run_on_a_clock_and_end_with_the_app(engine: Engine, two_domains, monkeypatch):
+    """Not when a burst of rendering trips them (an open of a domain view): on a clock; and the
+    collector works as before once the app is gone."""
+    import gc
+
+    from pvtui.ui import engine_link
+
+    monkeypatch.setattr(engine_link, "FULL_COLLECTION_S", 0.2)
+    before = gc.get_threshold()
+    full_collections: list[int] = []
+
+    def seen(phase: str, info: dict) -> None:
+        if phase == "stop" and info["generation"] == 2:
+            full_collections.append(1)
+
+    app = PvtuiApp(engine.domains)
+    gc.callbacks.append(seen)
+    try:
+        async with app.run_test(size=(120, 30)) as pilot:
+            await start(app, pilot, two_domains)
+            assert await until(pilot, lambda: gc.get_threshold()[2] == engine_link.NEVER_BY_COUNT)
+            full_collections.clear()
+            await pilot.pause(1.0)
+            assert len(full_collections) >= 3, "about five in a second at 0.2 s"
+        assert gc.get_threshold() == before
+    finally:
+        gc.callbacks.remove(seen)
+        gc.set_threshold(*before)

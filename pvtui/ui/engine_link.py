@@ -36,6 +36,11 @@ from pvtui.ui.theming import ThemedApp
 PREFETCH_FRESH_S = 1.5
 PREFETCH_SETTLE_S = 0.15
 
+#: How often the garbage collector's full collection runs (see EngineLinkApp._freeze_startup_objects).
+FULL_COLLECTION_S = 20.0
+#: A gen-2 threshold no count of collections reaches: full collections run on the clock only.
+NEVER_BY_COUNT = 1 << 30
+
 #: How often pvtui looks for a pvd that came back after it stopped.
 RECONNECT_S = 2.0
 ENGINE_START_KEY = "S"
@@ -180,14 +185,35 @@ class EngineLinkApp(ThemedApp):
         self.call_after_refresh(self._freeze_startup_objects)
 
     def _freeze_startup_objects(self) -> None:
-        """Keep the garbage collector off everything built so far (gc.freeze).
+        """Keep the garbage collector off everything built so far (gc.freeze), and run its full
+        collections on a clock rather than when allocations happen to trip them.
 
         Modules, widgets, styles and caches live as long as the app; without
-        this, every full collection walks them all (~40 ms here, in the middle
-        of a key press).
+        the freeze, every full collection walks them all (~40 ms here, in the
+        middle of a key press). What is made later (a thousand domains' rows
+        and figures) still makes a full collection cost 10-50 ms, and
+        Python starts one when enough objects have been allocated: during a
+        burst of rendering, which is when a key was just pressed (it landed
+        inside one open of a domain view in ten at 1,000 domains). So full
+        collections run every :data:`FULL_COLLECTION_S` instead, at a moment
+        unrelated to input; the young generations are collected as before.
         """
         gc.collect()
         gc.freeze()
+        self._thresholds_before = gc.get_threshold()
+        young, middle, _old = self._thresholds_before
+        gc.set_threshold(young, middle, NEVER_BY_COUNT)
+        self.set_interval(FULL_COLLECTION_S, self._collect_garbage, name="full-collection")
+
+    def _collect_garbage(self) -> None:
+        gc.collect()
+
+    def on_unmount(self) -> None:
+        """The process may outlive the app (tests, a host program): its collector works as it did."""
+        before = getattr(self, "_thresholds_before", None)
+        if before is not None:
+            gc.set_threshold(*before)
+            gc.collect()
 
     def push_data(self, sample: bool) -> None:
         self.domains_screen.update_data(sorted(self.domains.values(), key=lambda d: d.domid), self.host, sample)
