@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -94,3 +95,29 @@ def test_without_kvm_the_rehearsal_is_skipped_with_a_reason(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[:2] == ["False", "1"]
     assert "no rehearsal" in done.stderr and "KVM is not available" in done.stderr
+
+
+ZYGOTE_ASKED_NONSENSE = """
+import json
+from pvtui.daemon.zygote import start_zygote
+zygote = start_zygote()
+reader = zygote.sock.makefile("rb")
+for line in (b"7 {not json\\n", b"8 {}\\n", b"9 [1, 2]\\n"):
+    zygote.sock.sendall(line)
+    print(reader.readline().decode().strip())
+zygote.sock.close()
+"""
+
+
+def test_the_zygote_answers_a_spec_it_cannot_read_and_goes_on(tmp_path):
+    """The spec is read in the forked child (the zygote touches as few pages as it can per fork): a bad
+    one is that child's failure, told to pvd under its tag, and the zygote serves the next."""
+    env = {**os.environ, "PVTUI_RUNTIME_DIR": str(tmp_path), "PYTHONPATH": str(REPO)}
+    env["PVTUI_KVM_DEVICE"] = str(tmp_path / "no-kvm-needed-here")
+    done = subprocess.run(
+        [sys.executable, "-c", ZYGOTE_ASKED_NONSENSE], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    answers = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [a["tag"] for a in answers] == [7, 8, 9]
+    assert all(a["ok"] is False and a["title"] == "Bad monitor spec" for a in answers), answers

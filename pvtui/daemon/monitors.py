@@ -106,7 +106,7 @@ class PvdMonitors(PvdStats):
         self._zygote_waiting[tag] = answer
         try:
             async with self._zygote_lock:  # whole lines, one writer at a time
-                writer.write(json.dumps({**spec.__dict__, "tag": tag}).encode() + b"\n")
+                writer.write(f"{tag} {json.dumps(spec.__dict__)}\n".encode())
                 await writer.drain()
             status = await answer
         finally:
