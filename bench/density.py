@@ -52,8 +52,24 @@ async def create_all(client, domains: Path, count: int) -> tuple[float, list[int
     return count / (time.perf_counter() - start), pids
 
 
+def foreign_monitors() -> int:
+    """Monitors already running on this host (of any pvd): they outlive their pvd by design, and a
+    thousand left by an interrupted run cost the host more than everything measured here."""
+    import psutil
+
+    return sum(1 for p in psutil.process_iter(["name"]) if (p.info["name"] or "").startswith("pvtui-monitor"))
+
+
 async def measure(count: int, tui: bool) -> list[tuple[str, float | None, str, str]]:
     from pvtui.client import Client
+
+    others = foreign_monitors()
+    if others:
+        print(
+            f"note: {others} pvtui monitors of another pvd are running; they load the host and skew these "
+            "figures (pvtui engine stop --destroy-domains with their PVTUI_RUNTIME_DIR, or pkill -f pvtui-monitor)",
+            file=sys.stderr,
+        )
 
     with tempfile.TemporaryDirectory(prefix="pvtui-density-") as tmp:
         runtime, domains = Path(tmp) / "run", Path(tmp) / "domains"
