@@ -138,7 +138,8 @@ def _fork_monitor(spec: bytes, sock: socket.socket, starting: dict[int, _Startin
         try:
             monitor_spec = MonitorSpec.from_dict(json.loads(spec))
         except (ValueError, TypeError, KeyError) as exc:
-            os.write(write_fd, json.dumps({"ok": False, "title": "Bad monitor spec", "message": repr(exc)}).encode())
+            message = f"pvd sent a domain spec its zygote cannot read ({exc!r}): a pvtui bug; please report it."
+            os.write(write_fd, json.dumps({"ok": False, "title": "Bad monitor spec", "message": message}).encode())
             os._exit(1)
         os._exit(_monitor_child(monitor_spec, write_fd))
     os.close(write_fd)
