@@ -296,6 +296,34 @@ def test_a_quiet_domains_uptime_runs_on_between_its_summaries():
     assert row_cells(dead, History(), 1 << 30, age_s=150.0)["uptime"] == "<1m", "a stopped one's uptime stands"
 
 
+def test_domids_rise_like_xens_and_wrap_to_the_lowest_free():
+    """O(1) per create: one above the highest given (or reattached); past the last, the lowest free."""
+    from pvtui.daemon.monitor import MonitorSpec
+    from pvtui.daemon.records import LAST_DOMID, DomainRecord, PvdState
+    from pvtui.domain.schema import DomainConfig
+    from pvtui.errors import PvtuiError
+
+    state = PvdState.__new__(PvdState)
+    state.records, state._creating, state._last_domid = {}, {}, 0
+    assert [state._next_domid() for _ in range(3)] == [1, 2, 3]
+    state._saw_domid(40)  # a reattached domain
+    assert state._next_domid() == 41
+
+    config = DomainConfig.model_validate({"name": "d", "memory": "16M"})
+
+    def held(domid: int) -> DomainRecord:
+        return DomainRecord(MonitorSpec(f"d{domid}", domid, {}, None, "/k"), config, pid=1)
+
+    state._last_domid = LAST_DOMID
+    state.records = {f"d{d}": held(d) for d in (1, 2, 4)}
+    state._creating = {"new": (0, 3)}
+    assert state._next_domid() == 5, "1, 2 and 4 are held and 3 is being created"
+    state.records = {f"d{d}": held(d) for d in range(1, LAST_DOMID + 1)}
+    state._creating = {}
+    with pytest.raises(PvtuiError, match="No domid left"):
+        state._next_domid()
+
+
 def test_a_sparkline_changes_only_when_its_shown_samples_do():
     """An idle domain adds the same sample each second: once its window is all that sample, nothing moved."""
     from pvtui.ui.format import History

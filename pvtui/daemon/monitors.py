@@ -57,6 +57,7 @@ class PvdMonitors(PvdStats):
                 log.warning("cannot reattach %s (pid %d): %s", spec.name, pid, exc)
                 continue
             self.records[spec.name] = record
+            self._saw_domid(spec.domid)
             await self._refresh(record)
             log.info("reattached %s (pid %d)", spec.name, pid)
 
@@ -280,8 +281,7 @@ class PvdMonitors(PvdStats):
 
             kernel = spec_fields.pop("kernel", None) or config.kernel or str(bundled_kernel())
             if domid is None:
-                taken = [r.spec.domid for r in self.records.values()] + [d for _, d in self._creating.values()]
-                domid = max(taken, default=0) + 1
+                domid = self._next_domid()
             self._creating[config.name] = (memory, domid)
         try:
             spec = MonitorSpec(config.name, domid, config.model_dump(mode="json"), definition, kernel, **spec_fields)

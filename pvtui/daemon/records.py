@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import operator
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -47,6 +48,11 @@ class _CachedSummary:
     #: ``fields`` but the uptime and ``as_of`` as JSON, its closing brace left off.
     json_head: bytes
 
+
+#: The highest domid pvd gives (Xen's DOMID_FIRST_RESERVED is the next: 0x7FF0).
+LAST_DOMID = 0x7FEF
+
+_committed_of = operator.attrgetter("committed_bytes")
 
 #: What a domain's committed memory is worked out from (DomainRecord.__setattr__).
 _COMMITTED_INPUTS = frozenset({"pid", "link", "state", "stats", "config", "pending_bytes"})
@@ -211,6 +217,8 @@ class PvdState:
     started: float
     _stop: asyncio.Event
     _registry_lock: asyncio.Lock
+    #: The highest domid this pvd has given out or found on a reattached domain (see _next_domid).
+    _last_domid: int
     #: Creates under way (name -> the memory admitted for it, its domid): held while its monitor starts.
     _creating: dict[str, tuple[int, int]]
     _zygote_lock: asyncio.Lock
@@ -225,9 +233,26 @@ class PvdState:
 
     def committed_bytes(self) -> int:
         """Guest memory every running domain may touch (what admission counts)."""
-        return sum(record.committed_bytes for record in self.records.values()) + sum(
+        return sum(map(_committed_of, self.records.values())) + sum(
             memory for memory, _domid in self._creating.values()
         )
+
+    def _next_domid(self) -> int:
+        """A domid for a new domain: one above the highest given out so far, as Xen hands them out
+        (a destroyed domain's domid is not given to the next one at once), so O(1) per create;
+        past :data:`LAST_DOMID` it starts again from the lowest one free."""
+        if self._last_domid < LAST_DOMID:
+            self._last_domid += 1
+            return self._last_domid
+        taken = {r.spec.domid for r in self.records.values()} | {d for _, d in self._creating.values()}
+        free = next((d for d in range(1, LAST_DOMID + 1) if d not in taken), None)
+        if free is None:
+            raise PvtuiError("No domid left", f"All {LAST_DOMID} domids are in use; destroy a domain first.")
+        return free
+
+    def _saw_domid(self, domid: int) -> None:
+        """A domain with ``domid`` exists (reattached): new domids start above it."""
+        self._last_domid = max(self._last_domid, domid)
 
     def admit_memory(self, extra_bytes: int, what: str) -> None:
         """Refuse ``extra_bytes`` more committed memory if the host cannot back it (raises :class:`AdmissionError`)."""

@@ -79,6 +79,7 @@ class Pvd(PvdMoves):
         self.started = time.time()
         self._stop = asyncio.Event()
         self._registry_lock = asyncio.Lock()
+        self._last_domid = 0
         self._creating: dict[str, tuple[int, int]] = {}
         self._zygote_lock = asyncio.Lock()
         self._zygote_stream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
