@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 from _common import REPO, cpu_seconds, percentile, report
 
 COUNT = 1000
@@ -55,8 +56,6 @@ async def create_all(client, domains: Path, count: int) -> tuple[float, list[int
 def foreign_monitors() -> int:
     """Monitors already running on this host (of any pvd): they outlive their pvd by design, and a
     thousand left by an interrupted run cost the host more than everything measured here."""
-    import psutil
-
     return sum(1 for p in psutil.process_iter(["name"]) if (p.info["name"] or "").startswith("pvtui-monitor"))
 
 

@@ -108,7 +108,6 @@ class PaneWatch:
 
     def send_keys(self, *keys: str) -> float:
         """Send ``keys``; returns the time they were handed to tmux (a timing's start)."""
-        assert self.process.stdin is not None
         sent = time.perf_counter()
         self.command("send-keys", "-t", self.session, *keys)
         return sent

@@ -21,7 +21,6 @@ with their own clear error.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import json
 import os
@@ -29,7 +28,8 @@ import sys
 import threading
 import time
 
-from pvtui.daemon import paths, protocol
+from pvtui.daemon import paths
+from pvtui.daemon.link import MonitorLink
 from pvtui.daemon.monitor import Monitor, MonitorSpec
 from pvtui.engine.domain import open_kvm
 from pvtui.engine.elf import read_kernel
@@ -37,8 +37,8 @@ from pvtui.engine.figures import quick_counters
 
 #: How long the rehearsal domain may take to boot and settle before it is thrown away regardless.
 SETTLE_TIMEOUT_S = 2.0
-#: The requests pvd sends a monitor it has just started (and the TUI's first look at a domain).
-FIRST_REQUESTS = ("subscribe", "hello", "stats", "console", "hypercalls", "history")
+#: The requests pvd sends a monitor it has just started, after subscribing (and the TUI's first look at a domain).
+FIRST_REQUESTS = ("hello", "stats", "console", "hypercalls", "history")
 
 
 def rehearse() -> bool:
@@ -71,27 +71,19 @@ async def _rehearse() -> None:
     monitor._kernel_image = read_kernel(spec.kernel)
     domain = monitor.domain = monitor._build(fresh=False)
     server: asyncio.AbstractServer | None = None
-    writer: asyncio.StreamWriter | None = None
+    link: MonitorLink | None = None
     try:
         server = await monitor._listen()
-        reader, writer = await asyncio.open_unix_connection(
-            paths.monitor_address(name), limit=protocol.MAX_MESSAGE_BYTES + 1
-        )
+        # pvd's own side of a monitor's socket (it subscribes as it connects).
+        link = await MonitorLink.connect(paths.monitor_address(name), lambda _event: None, lambda: None, os.getpid())
         await _settle(monitor)
-        for request_id, op in enumerate(FIRST_REQUESTS, 1):
-            writer.write(protocol.encode({"id": request_id, "op": op, "args": {}}))
-            await writer.drain()
-            while True:  # events (the subscription's) may come before the reply
-                reply = protocol.decode(await reader.readline())
-                if reply.get("id") == request_id:
-                    break
+        for op in FIRST_REQUESTS:
+            await link.request(op)
         monitor._push("stats", monitor.stats())
         json.dumps(monitor.state_record())
     finally:
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+        if link is not None:
+            link.close()
             deadline = time.monotonic() + 1.0
             while monitor._sinks and time.monotonic() < deadline:  # its serving end sees the close
                 await asyncio.sleep(0.001)

@@ -59,7 +59,7 @@ def start_zygote() -> Zygote:
 class _Starting:
     """A monitor forked but not yet reporting (its readiness pipe still open)."""
 
-    tag: object
+    tag: int
     pid: int
     #: Signals the monitor itself, never a later process given its pid (the kernel reaps monitors).
     pidfd: int
