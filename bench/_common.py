@@ -77,7 +77,7 @@ def run_async_bench(doc: str | None, title: str, main_async: Callable[[argparse.
 
 
 def report(title: str, rows: Rows, as_json: bool) -> None:
-    """rows: (key, value, unit, goal); a value of None was not measurable here (null in JSON, n/a in the table)."""
+    """rows: (key, value, unit, goal: "" for a figure with none); a value of None was not measurable here (null in JSON, n/a in the table)."""
     if as_json:
         print(json.dumps({key: None if value is None else round(value, 4) for key, value, _, _ in rows}))
         return
@@ -85,7 +85,7 @@ def report(title: str, rows: Rows, as_json: bool) -> None:
     width = max(len(key) for key, *_ in rows)
     for key, value, unit, goal in rows:
         shown = f"{'n/a':>12}" if value is None else f"{value:>12.3f}"
-        print(f"  {key:<{width}}  {shown} {unit:<6} goal {goal}")
+        print(f"  {key:<{width}}  {shown} {unit:<6} " + (f"goal {goal}" if goal else "(no goal)"))
 
 
 def cpu_seconds(pid: int) -> float:

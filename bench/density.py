@@ -11,13 +11,15 @@ requests in flight; then, with all of them running:
 - idle_1000_total_cpu_percent: pvd plus every monitor (every thread), over 10 s, % of one core;
 - idle_overhead_percent_per_domain_1000: the same per domain;
 - tui_cpu_percent_1000: the real ``pvtui`` in tmux over 10 s after a warm-up;
-- key_to_screen_ms_p95_1000 and open_domain_view_ms_p95_1000: as bench/tui.py measures them.
+- key_to_screen_ms_p95_1000 and open_domain_view_ms_p95_1000: as bench/tui.py measures them;
+- engine_stop_destroy_s: ``engine stop --destroy-domains`` with all of them running, request to reply.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import sys
@@ -60,7 +62,7 @@ def foreign_monitors() -> int:
 
 
 async def measure(count: int, tui: bool) -> list[tuple[str, float | None, str, str]]:
-    from pvtui.client import Client
+    from pvtui.client import Client, EngineError
 
     others = foreign_monitors()
     if others:
@@ -98,10 +100,16 @@ async def measure(count: int, tui: bool) -> list[tuple[str, float | None, str, s
             ]
             if tui:
                 rows += tui_figures(runtime, domains, count)
+            client = await Client.connect(start=False)
+            start = time.perf_counter()
+            await client.engine_stop(destroy_domains=True)
+            stop_s = time.perf_counter() - start
+            rows.append(("engine_stop_destroy_s", stop_s, "s", ""))
             return rows
         finally:
-            client = await Client.connect(start=False)
-            await client.engine_stop(destroy_domains=True)
+            with contextlib.suppress(EngineError):  # stopped above unless something failed first
+                client = await Client.connect(start=False)
+                await client.engine_stop(destroy_domains=True)
             await client.close()
 
 

@@ -7,6 +7,8 @@ its domains reachable, and no second pvd can start beside it meanwhile.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -20,6 +22,7 @@ import pytest
 from helpers import REPO, Engine, wait_until
 from textual.widgets import Static
 
+from pvtui.client import Client
 from pvtui.daemon.paths import instance_lock_path
 from pvtui.ui.app import PvtuiApp
 
@@ -114,3 +117,27 @@ def test_a_vanished_runtime_dir_is_put_back_and_no_second_pvd_starts(private_eng
     private_engine.ok("engine", "start")
     again = private_engine.json("list")
     assert [d["name"] for d in again] == ["keeper"] and again[0]["pid"] == monitor
+
+
+def test_engine_stop_destroys_many_domains_at_once_and_loses_none(private_engine: Engine):
+    """Destroys overlap (DESTROY_PARALLEL at a time): every domain still ends, once, with its record."""
+    count = 24
+    files = [private_engine.define(f"many{i:02d}", "memory: 16M\n") for i in range(count)]
+    private_engine.ok("create", files[0])  # starts pvd
+
+    async def create_rest() -> None:
+        client = await Client.connect(start=False)
+        try:
+            await asyncio.gather(*(client.create(path) for path in files[1:]))
+        finally:
+            await client.close()
+
+    asyncio.run(create_rest())
+    pids = private_engine.monitor_pids()
+    assert len(pids) == count
+    assert "0 domains keep running" in private_engine.ok("engine", "stop", "--destroy-domains")
+    assert wait_until(lambda: not any(psutil.pid_exists(pid) for pid in pids.values()), 20), "a monitor outlived it"
+    assert not private_engine.monitor_pids(), "a domain's state record was left behind"
+    journal = [json.loads(line) for line in (private_engine.runtime / "journal.jsonl").read_text().splitlines()]
+    destroyed = [e["domain"] for e in journal if e["what"] == "state:dead" and e["detail"] == "destroyed"]
+    assert sorted(destroyed) == sorted(pids), "each domain is destroyed exactly once"

@@ -25,10 +25,21 @@ MONITOR_ID_BASE = 0x7E00_0000
 _PID_LIMIT = 1 << 22
 
 
+#: Looked up once, in the zygote: every monitor calls it, and loading libc and making a ctypes
+#: function type for each call wrote ~80 pages of the zygote's shared memory per monitor.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+_prctl.restype = ctypes.c_int
+_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+
 def no_new_privileges() -> None:
-    """execve never grants this process (and threads made after this) privileges again."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    """execve never grants this process (and threads made after this) privileges again.
+
+    Raises OSError if the kernel refuses: a monitor must not run a guest without it.
+    """
+    if _prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(errno)}")
 
 
 #: Modules a monitor may import after giving up root, loaded before: the new uid
