@@ -119,8 +119,8 @@ def test_a_vanished_runtime_dir_is_put_back_and_no_second_pvd_starts(private_eng
     assert [d["name"] for d in again] == ["keeper"] and again[0]["pid"] == monitor
 
 
-def test_engine_stop_destroys_many_domains_at_once_and_loses_none(private_engine: Engine):
-    """Destroys overlap (DESTROY_PARALLEL at a time): every domain still ends, once, with its record."""
+def test_many_domains_are_taken_back_and_destroyed_at_once_and_none_is_lost(private_engine: Engine):
+    """Reattaches and destroys overlap: every domain still comes back, then ends, once, with its record."""
     count = 24
     files = [private_engine.define(f"many{i:02d}", "memory: 16M\n") for i in range(count)]
     private_engine.ok("create", files[0])  # starts pvd
@@ -135,6 +135,14 @@ def test_engine_stop_destroys_many_domains_at_once_and_loses_none(private_engine
     asyncio.run(create_rest())
     pids = private_engine.monitor_pids()
     assert len(pids) == count
+    # A new pvd takes them all back (REATTACH_PARALLEL at a time), each with its own monitor.
+    before = {row["name"]: row["domid"] for row in private_engine.json("list")}
+    private_engine.ok("engine", "stop")
+    assert wait_until(lambda: not _pvd_running(private_engine), 10)
+    private_engine.ok("engine", "start")
+    after = private_engine.json("list")
+    assert {row["name"]: row["domid"] for row in after} == before
+    assert {row["name"]: row["pid"] for row in after} == pids
     assert "0 domains keep running" in private_engine.ok("engine", "stop", "--destroy-domains")
     assert wait_until(lambda: not any(psutil.pid_exists(pid) for pid in pids.values()), 20), "a monitor outlived it"
     assert not private_engine.monitor_pids(), "a domain's state record was left behind"
