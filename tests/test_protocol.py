@@ -7,6 +7,8 @@ import contextlib
 import json
 import socket
 
+import pytest
+
 from pvtui.daemon import protocol
 
 
@@ -86,3 +88,20 @@ async def test_a_list_of_thousands_of_domains_reaches_the_client(tmp_path):
         await client.close()
     finally:
         server.close()
+
+
+def test_numbers_json_cannot_hold_exactly_are_refused_not_guessed():
+    """Integers past 64 bits read as floats (refused where an integer is expected); past a double: malformed."""
+    schema = {"vcpu_set": {"name": str, "count": int}}
+    line = b'{"v":1,"id":1,"op":"vcpu_set","args":{"name":"a","count":18446744073709551616}}'
+    with pytest.raises(protocol.ProtocolError) as refused:
+        protocol.parse_request(protocol.decode(line), schema)
+    assert refused.value.code == "bad_args" and "wrong type" in refused.value.message
+    exact = b'{"v":1,"id":1,"op":"vcpu_set","args":{"name":"a","count":18446744073709551615}}'
+    assert protocol.parse_request(protocol.decode(exact), schema).args["count"] == 2**64 - 1
+    with pytest.raises(protocol.ProtocolError) as malformed:
+        protocol.decode(b'{"v":1,"id":1e400}')
+    assert malformed.value.code == "malformed"
+    with pytest.raises(protocol.ProtocolError) as nested:
+        protocol.decode(b"[" * 5000)
+    assert nested.value.code == "malformed"

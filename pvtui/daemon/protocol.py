@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 1 << 20
 #: pvd's list of every domain (a :class:`RawJson` reply), which clients read with this limit.
@@ -61,8 +63,8 @@ def decode(line: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
     if len(line) > max_bytes:
         raise ProtocolError("too_large", "Request too large", f"The limit is {max_bytes} bytes per message.")
     try:
-        message = json.loads(line)
-    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, a 5,000-digit number, deep nesting
+        message = orjson.loads(line)  # ~3.5x json's speed: a thousand domains' list reply is 0.6 MB
+    except ValueError as exc:  # bad JSON or UTF-8, a number out of a double's range, nesting past 1,024
         raise ProtocolError(
             "malformed", "Malformed request", f"Not JSON: {exc}. Send one JSON object per line."
         ) from None
