@@ -105,3 +105,19 @@ def test_numbers_json_cannot_hold_exactly_are_refused_not_guessed():
     with pytest.raises(protocol.ProtocolError) as nested:
         protocol.decode(b"[" * 5000)
     assert nested.value.code == "malformed"
+
+
+class Gone(Exception):
+    pass
+
+
+async def test_a_request_to_a_peer_that_just_went_raises_the_channels_loss_not_a_socket_error():
+    """pvd destroying a monitor that died a moment before must hear "gone", as from any other request."""
+    ours, theirs = socket.socketpair()
+    reader, writer = await asyncio.open_unix_connection(sock=ours)
+    channel = protocol.Channel(
+        reader, writer, lambda _event: None, lambda: None, lambda error: Refused(error), lost=lambda: Gone()
+    )
+    theirs.close()  # gone before the channel has read its end of file
+    with pytest.raises(Gone):
+        await asyncio.wait_for(channel.request("destroy", {}), 5)

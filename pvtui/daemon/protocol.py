@@ -169,9 +169,12 @@ class Channel:
         request_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
-        self._writer.write(encode({"id": request_id, "op": op, "args": args}))
-        await self._writer.drain()
         try:
+            self._writer.write(encode({"id": request_id, "op": op, "args": args}))
+            try:
+                await self._writer.drain()
+            except ConnectionError:  # the peer went between our last read and this write: the same loss
+                raise self._lost() from None
             return await (asyncio.wait_for(future, timeout) if timeout else future)
         finally:
             self._pending.pop(request_id, None)
