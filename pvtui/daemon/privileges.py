@@ -25,8 +25,8 @@ MONITOR_ID_BASE = 0x7E00_0000
 _PID_LIMIT = 1 << 22
 
 
-#: Looked up once, in the zygote: every monitor calls it, and loading libc and making a ctypes
-#: function type for each call wrote ~80 pages of the zygote's shared memory per monitor.
+#: Looked up once, in the zygote, rather than a libc handle and a ctypes function type made
+#: again in every monitor; typed, so the result can be checked.
 _prctl = ctypes.CDLL(None, use_errno=True).prctl
 _prctl.restype = ctypes.c_int
 _prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]

@@ -337,7 +337,10 @@ class Pvd(PvdMoves):
                 if self.records.get(record.name) is record:
                     await self._destroy(record)
 
-        await asyncio.gather(*(destroy(record) for record in records))
+        outcomes = await asyncio.gather(*(destroy(record) for record in records), return_exceptions=True)
+        for record, outcome in zip(records, outcomes, strict=True):
+            if isinstance(outcome, BaseException):  # the others go on; the reply counts what is left
+                log.error("engine stop could not destroy %s: %r", record.name, outcome)
 
     # --- one domain ---------------------------------------------------------------------
     @PVD_OPS.op("info", {"name": str})
