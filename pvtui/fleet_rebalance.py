@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from pvtui.client.models import DomainSummary, HostInfo
+from pvtui.concurrency import each_at_most
 from pvtui.rebalance import Allocation, Limits, Step, make_plan
 from pvtui.rebalance import suggest as suggest_resizes
 
@@ -339,13 +340,7 @@ async def apply(
 
     for resize_step in plan.shrinks:
         await run(resize_step)
-    gate = asyncio.Semaphore(max(1, concurrency))
-
-    async def gated(step: Move) -> None:
-        async with gate:
-            await run(step)
-
-    await asyncio.gather(*(gated(step) for step in plan.moves))
+    await each_at_most(max(1, concurrency), plan.moves, run)
     for resize_step in plan.grows:
         await run(resize_step)
     if outcome.failed is not None and rollback:

@@ -9,7 +9,6 @@ under it (pause, vCPUs, memory) are refused with the reason.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -17,6 +16,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from pvtui.daemon.privileges import prctl
 from pvtui.engine.domain import Domain
 from pvtui.engine.snapshot.fileformat import SnapshotReader
 from pvtui.engine.snapshot.image import restore_domain, save_domain
@@ -210,7 +210,7 @@ PR_SET_PDEATHSIG = 1
 
 
 def _set_parent_death_signal(signum: int) -> None:
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
+    prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
 
 
 def _blocking_socket(fd: int) -> socket.socket:

@@ -18,6 +18,7 @@ from typing import Any
 
 import psutil
 
+from pvtui.concurrency import each_at_most
 from pvtui.daemon import admission, paths
 from pvtui.daemon.link import MonitorGone, MonitorLink
 from pvtui.daemon.monitor import MonitorSpec
@@ -60,21 +61,19 @@ class PvdMonitors(PvdStats):
                 self._remove_monitor_files(spec.name)
                 continue
             found.append(DomainRecord(spec, config, pid=pid, weight=config.cpu_weight, cap=config.cpu_cap))
-        gate = asyncio.Semaphore(REATTACH_PARALLEL)
 
         async def take_back(record: DomainRecord) -> None:
-            async with gate:
-                try:
-                    await self._link(record)
-                except OSError as exc:
-                    log.warning("cannot reattach %s (pid %d): %s", record.name, record.pid, exc)
-                    return
-                self.records[record.name] = record
-                self._saw_domid(record.spec.domid)
-                await self._refresh(record)
-                log.info("reattached %s (pid %d)", record.name, record.pid)
+            try:
+                await self._link(record)
+            except OSError as exc:
+                log.warning("cannot reattach %s (pid %d): %s", record.name, record.pid, exc)
+                return
+            self.records[record.name] = record
+            self._saw_domid(record.spec.domid)
+            await self._refresh(record)
+            log.info("reattached %s (pid %d)", record.name, record.pid)
 
-        await asyncio.gather(*(take_back(record) for record in found))
+        await each_at_most(REATTACH_PARALLEL, found, take_back)
 
     async def _autostart(self) -> None:
         if self.domains_dir is None or not self.domains_dir.is_dir():

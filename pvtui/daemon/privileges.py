@@ -25,11 +25,11 @@ MONITOR_ID_BASE = 0x7E00_0000
 _PID_LIMIT = 1 << 22
 
 
-#: Looked up once, in the zygote, rather than a libc handle and a ctypes function type made
-#: again in every monitor; typed, so the result can be checked.
-_prctl = ctypes.CDLL(None, use_errno=True).prctl
-_prctl.restype = ctypes.c_int
-_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+#: prctl(2), looked up once (in the zygote), rather than a libc handle and a ctypes function
+#: type made again at every call; typed, so its result can be checked. 0 on success.
+prctl = ctypes.CDLL(None, use_errno=True).prctl
+prctl.restype = ctypes.c_int
+prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
 
 def no_new_privileges() -> None:
@@ -37,7 +37,7 @@ def no_new_privileges() -> None:
 
     Raises OSError if the kernel refuses: a monitor must not run a guest without it.
     """
-    if _prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+    if prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         errno = ctypes.get_errno()
         raise OSError(errno, f"prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(errno)}")
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pvtui import __version__
+from pvtui.concurrency import each_at_most
 from pvtui.daemon import admission, paths, protocol
 from pvtui.daemon.cpucontrol import CpuControl
 from pvtui.daemon.history import HostHistory
@@ -330,14 +331,12 @@ class Pvd(PvdMoves):
         One after another, stopping the engine with a thousand domains took
         over a minute; overlapped, the wait is the host's teardown work.
         """
-        gate = asyncio.Semaphore(DESTROY_PARALLEL)
 
         async def destroy(record: DomainRecord) -> None:
-            async with gate:
-                if self.records.get(record.name) is record:
-                    await self._destroy(record)
+            if self.records.get(record.name) is record:
+                await self._destroy(record)
 
-        outcomes = await asyncio.gather(*(destroy(record) for record in records), return_exceptions=True)
+        outcomes = await each_at_most(DESTROY_PARALLEL, records, destroy, return_exceptions=True)
         for record, outcome in zip(records, outcomes, strict=True):
             if isinstance(outcome, BaseException):  # the others go on; the reply counts what is left
                 log.error("engine stop could not destroy %s: %r", record.name, outcome)
